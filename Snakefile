@@ -1,0 +1,54 @@
+# warmstart: the experiments of Ash & Adams, "On the Difficulty of Warm-Starting Neural Network
+# Training", as file targets. The library (pkg/warmstart) decides what each run is; this workflow only
+# decides which files exist and which job writes them.
+#
+#   snakemake --cores 8 figures/table1.pdf                  # one target
+#   snakemake --cores 2 --configfile config/demo.yaml       # everything in a config
+#   snakemake --profile profiles/slurm figures/table1.pdf   # on a SLURM cluster
+
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# config.yaml is the default; a --configfile given on the command line replaces it rather than being
+# merged into it, so config/demo.yaml runs only the demo's experiments.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
+
+# Schema check first: a bad key or value stops here, before any job, with the key named.
+validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+
+try:
+    from warmstart.experiments import ConfigError, plan_experiments
+except ImportError as e:
+    raise WorkflowError(
+        f"cannot import the warmstart library ({e}): run `make venv` or `pip install -e .` first"
+    )
+
+try:
+    PLAN = plan_experiments(config)
+except ConfigError as e:
+    raise WorkflowError(f"config error: {e}")
+
+if workflow.non_local_exec:
+    # On a cluster the scheduler places GPU jobs; the one-GPU limit of profiles/default (meant for a
+    # local machine) must not throttle submission to one GPU job at a time.
+    workflow.register_resource("gpu", sys.maxsize)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,216 @@
+"""Dataset registry: raw tensors from the official files, a compact prepared file, and device tensors.
+
+``load_raw`` reads a dataset through torchvision's own classes (their md5 integrity checks included) or,
+for mnist1d, generates it offline. ``prepare_dataset`` stores the raw tensors once (uint8 images stay
+uint8, so the file is small); ``load_prepared`` puts them on the training device and normalises them there.
+Adding a dataset is one decorated function here.
+"""
+from __future__ import annotations
+
+import gzip
+import inspect
+import os
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .io import atomic_path, save_torch
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be loaded. The message is one line: what is wrong and what to do about it."""
+
+
+@dataclass
+class RawDataset:
+    """Unnormalised tensors: uint8 (N, C, H, W) images, or float32 (N, L) vectors; int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    classes: list[str]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+@dataclass
+class DeviceData:
+    """Training-ready tensors on one device: float32 inputs (images scaled to [-1, 1]), int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+DATASETS: dict[str, Callable[..., RawDataset]] = {}
+
+
+def register_dataset(name: str):
+    """Register ``fn(root: Path, download: bool, **options) -> RawDataset`` under ``name``."""
+    def decorate(fn):
+        DATASETS[name] = fn
+        return fn
+    return decorate
+
+
+def load_raw(name: str, data_dir: str | os.PathLike, download: bool = False, **options: Any) -> RawDataset:
+    """Load dataset ``name`` from ``data_dir`` (downloading into it if ``download``)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    fn = DATASETS[name]
+    params = inspect.signature(fn).parameters
+    # Loaders taking **options check their own options (and can list the allowed ones).
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = sorted(set(params) - {"root", "download"})
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise DatasetError(f"dataset {name!r}: unknown option(s) {unknown}; allowed: {allowed or 'none'}")
+    return fn(Path(data_dir).expanduser(), bool(download), **options)
+
+
+def prepare_dataset(spec, data_dir: str | os.PathLike, download: bool, out_path: str | os.PathLike) -> None:
+    """Load ``spec`` (a ``DatasetSpec``) and save its tensors to ``out_path`` in one atomic step."""
+    raw = load_raw(spec.name, data_dir, download, **spec.options)
+    save_torch({
+        "x_train": raw.x_train.contiguous(), "y_train": raw.y_train.contiguous(),
+        "x_test": raw.x_test.contiguous(), "y_test": raw.y_test.contiguous(),
+        "num_classes": int(raw.num_classes), "classes": [str(c) for c in raw.classes],
+        "input_shape": list(raw.input_shape), "name": spec.name, "options": dict(spec.options),
+    }, out_path)
+
+
+def load_prepared(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeviceData:
+    """Load a ``prepare_dataset`` file onto ``device``; uint8 images become (x/255 - 0.5)/0.5."""
+    d = torch.load(path, map_location="cpu", weights_only=True)
+
+    def inputs(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device)  # move uint8 first: a quarter of the bytes of float32 cross the bus
+        if x.dtype == torch.uint8:
+            # mean 0.5, std 0.5 per channel, as in the authors' public code
+            return x.float().div_(255).sub_(0.5).div_(0.5)
+        return x.float()  # mnist1d's generator already standardised it
+
+    return DeviceData(
+        x_train=inputs(d["x_train"]), y_train=d["y_train"].to(device, torch.int64),
+        x_test=inputs(d["x_test"]), y_test=d["y_test"].to(device, torch.int64),
+        num_classes=int(d["num_classes"]), input_shape=tuple(d["input_shape"]),
+    )
+
+
+# -- torchvision datasets ---------------------------------------------------------------------------
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _open(label: str, layout: str, root: Path, download: bool, make: Callable[[bool], Any]) -> tuple[Any, Any]:
+    """Build torchvision's train and test objects, turning its errors into one actionable line."""
+    try:
+        return make(True), make(False)
+    except ImportError as e:
+        raise DatasetError(f"{label} needs scipy to read its .mat files ({_one_line(e)}): "
+                           f"install it with 'pip install scipy'") from e
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, AssertionError, ValueError) as e:
+        if download:
+            raise DatasetError(f"could not download {label} into {root} ({_one_line(e)}): check the network, "
+                               f"or place {layout} there and set download: false in config.yaml") from e
+        raise DatasetError(f"{label} not found or corrupt under {root}: set download: true in config.yaml, "
+                           f"or place {layout} there") from e
+
+
+def _images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
+
+
+def _labels(y: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(y), dtype=torch.int64)
+
+
+def _cifar(cls, label: str, folder: str, root: Path, download: bool) -> RawDataset:
+    train, test = _open(label, f"the official {folder!r} folder", root, download,
+                        lambda tr: cls(str(root), train=tr, download=download))
+    # torchvision keeps CIFAR as NHWC for PIL; the models want NCHW.
+    return RawDataset(_images(train.data.transpose(0, 3, 1, 2)), _labels(train.targets),
+                      _images(test.data.transpose(0, 3, 1, 2)), _labels(test.targets),
+                      len(train.classes), list(train.classes))
+
+
+@register_dataset("cifar10")
+def _cifar10(root: Path, download: bool) -> RawDataset:
+    from torchvision.datasets import CIFAR10
+    return _cifar(CIFAR10, "CIFAR-10", "cifar-10-batches-py", root, download)
+
+
+@register_dataset("cifar100")
+def _cifar100(root: Path, download: bool) -> RawDataset:
+    from torchvision.datasets import CIFAR100
+    return _cifar(CIFAR100, "CIFAR-100", "cifar-100-python", root, download)
+
+
+@register_dataset("svhn")
+def _svhn(root: Path, download: bool) -> RawDataset:
+    from torchvision.datasets import SVHN
+    train, test = _open("SVHN", "the official 'train_32x32.mat' and 'test_32x32.mat' files", root, download,
+                        lambda tr: SVHN(str(root), split="train" if tr else "test", download=download))
+    # torchvision already gives NCHW and maps the digit 0's label 10 to 0.
+    return RawDataset(_images(train.data), _labels(train.labels), _images(test.data), _labels(test.labels),
+                      10, [str(i) for i in range(10)])
+
+
+def _unpack_verified_gz(cls, root: Path) -> None:
+    # torchvision's MNIST classes only read the unpacked idx files and unpack the .gz files only on
+    # download=True, so officially placed .gz files would count as missing. Unpack those whose md5
+    # matches (the check torchvision's download path makes), atomically so a crash leaves no short file.
+    from torchvision.datasets.utils import check_integrity
+    raw = root / cls.__name__ / "raw"
+    for filename, md5 in cls.resources:
+        gz, target = raw / filename, raw / Path(filename).stem
+        if not target.exists() and check_integrity(str(gz), md5):
+            with gzip.open(gz, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+@register_dataset("fashion_mnist")
+def _fashion_mnist(root: Path, download: bool) -> RawDataset:
+    from torchvision.datasets import FashionMNIST
+    _unpack_verified_gz(FashionMNIST, root)
+    train, test = _open("Fashion-MNIST", "the official .gz idx files in 'FashionMNIST/raw/'", root, download,
+                        lambda tr: FashionMNIST(str(root), train=tr, download=download))
+    return RawDataset(_images(train.data).unsqueeze(1), _labels(train.targets),
+                      _images(test.data).unsqueeze(1), _labels(test.targets),
+                      len(train.classes), list(train.classes))
+
+
+# -- generated datasets -----------------------------------------------------------------------------
+
+@register_dataset("mnist1d")
+def _mnist1d(root: Path, download: bool, **options: Any) -> RawDataset:
+    """Generate MNIST-1D offline; options override ``mnist1d.data.get_dataset_args()`` (not 'url')."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    args = get_dataset_args()
+    allowed = sorted(set(vars(args)) - {"url"})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DatasetError(f"dataset 'mnist1d': unknown option(s) {unknown}; allowed: {allowed}")
+    for key, value in options.items():
+        setattr(args, key, value)
+    n = args.num_samples
+    # The generator makes num_samples // 10 per class; anything else would silently give fewer samples.
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0 or n % 10:
+        raise DatasetError(f"dataset 'mnist1d': num_samples must be a positive multiple of 10, got {n!r}")
+    d = make_dataset(args)
+    return RawDataset(torch.as_tensor(d["x"], dtype=torch.float32), _labels(d["y"]),
+                      torch.as_tensor(d["x_test"], dtype=torch.float32), _labels(d["y_test"]),
+                      10, [str(i) for i in range(10)])

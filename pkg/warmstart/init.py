@@ -1,0 +1,56 @@
+"""Initialisation strategies: how a run's starting weights are made, optionally from a parent run.
+
+Each strategy is one function registered by name. It receives a freshly, seededly initialised model and
+the parent's final state dict (or None) and returns the model to train. Later strategies (shrink-perturb,
+noise, last-layer-only, ...) are one more function each.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .spec import SpecError
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    apply: Callable[[nn.Module, "dict[str, torch.Tensor] | None", dict[str, Any]], nn.Module]
+    needs_parent: bool
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str, needs_parent: bool):
+    def decorate(fn):
+        STRATEGIES[name] = Strategy(name, fn, needs_parent)
+        return fn
+    return decorate
+
+
+def initialise(strategy: str, fresh_model: nn.Module, parent_state: dict | None, options: dict) -> nn.Module:
+    entry = STRATEGIES[strategy]
+    if entry.needs_parent and parent_state is None:
+        raise SpecError(f"init.strategy: {strategy!r} needs the parent run's weights")
+    return entry.apply(fresh_model, parent_state, dict(options))
+
+
+@register_strategy("random", needs_parent=False)
+def random_init(model: nn.Module, parent_state, options) -> nn.Module:
+    """A fresh initialisation: the model as built under the run's seed; any parent is ignored."""
+    if options:
+        raise SpecError(f"init.options: 'random' takes no options, got {sorted(options)}")
+    return model
+
+
+@register_strategy("warm", needs_parent=True)
+def warm_start(model: nn.Module, parent_state, options) -> nn.Module:
+    """Start from exactly the parent's final weights and buffers (BatchNorm statistics included)."""
+    if options:
+        raise SpecError(f"init.options: 'warm' takes no options, got {sorted(options)}")
+    model.load_state_dict(parent_state, strict=True)
+    return model

@@ -1,0 +1,45 @@
+"""Collect finished run directories into an experiment's tables.
+
+``summary.parquet``: one row per planned run of the experiment. Columns:
+  experiment, dataset, model, optimizer, lr, batch_size, init, seed, phase   (the experiment's labels)
+  run_id, run_name, parent_run_id, arch, train_fraction                       (from the run spec)
+  val_acc, val_loss, train_acc, train_loss (accuracies are fractions 0-1), epochs, train_time_s
+  (training only, evaluation excluded), converged (reached the training-accuracy threshold),
+  stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device
+``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
+record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .experiments import PlannedRun
+
+SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
+                   "stopped_by", "n_train", "n_val", "num_parameters", "device")
+
+
+def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs_dir = Path(runs_dir)
+    rows, epoch_frames = [], []
+    for p in planned:
+        run_dir = runs_dir / p.spec.name
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        identity = {
+            "experiment": experiment, **p.labels,
+            "run_id": p.spec.run_id, "run_name": p.spec.name,
+            "parent_run_id": None if p.spec.parent is None else p.spec.parent.run_id,
+            "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
+        }
+        rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS}})
+        epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
+        epoch_frames.append(epochs.assign(**identity))
+    summary = pd.DataFrame(rows)
+    epochs = pd.concat(epoch_frames, ignore_index=True)
+    # label columns first, then the per-epoch record
+    front = list(identity)
+    epochs = epochs[front + [c for c in epochs.columns if c not in front]]
+    return summary, epochs

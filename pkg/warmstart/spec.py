@@ -1,0 +1,225 @@
+"""Typed, validated description of one training run, and the identity derived from it.
+
+A run's identity is a short hash of its canonical JSON form. The workflow puts that hash in the run's
+output directory, so results are content-addressed: two experiments that need the same run share one
+directory (and train it once), an edited condition gets a new directory, and changing it back finds the
+old one again. Anything that changes the numbers a run produces belongs in the spec; anything that does
+not (device, thread count, logging) stays out, so it never invalidates results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class SpecError(ValueError):
+    """A run or config value is invalid. The message starts with the offending key."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise SpecError(f"{key}: {message}")
+
+
+def _freeze_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    # Sorted keys make the canonical JSON (and so the hash) independent of the config's key order.
+    return {k: options[k] for k in sorted(options)} if options else {}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which dataset, with the options that change its contents (e.g. mnist1d's size and seed)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+    @property
+    def key(self) -> str:
+        """File-system name of the prepared tensor file: readable name plus a hash of the options."""
+        return f"{self.name}-{short_hash(self.options, 8)}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    lr: float
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # SGD only; the paper's and the authors' SGD has no momentum
+
+    def validate(self, key: str = "optimizer") -> None:
+        _check(self.name in ("sgd", "adam"), f"{key}.name", f"must be 'sgd' or 'adam', got {self.name!r}")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"{key}.lr", f"must be a positive number, got {self.lr!r}")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
+        _check(0 <= self.momentum < 1, f"{key}.momentum", f"must be in [0, 1), got {self.momentum!r}")
+        _check(self.name == "sgd" or self.momentum == 0, f"{key}.momentum", "only applies to sgd")
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    """When training ends.
+
+    ``converged``: stop as soon as the epoch's running training accuracy reaches ``threshold`` (the paper's
+    "trained to convergence", 0.99), or after ``max_epochs`` whichever comes first.
+    ``epochs``: train exactly ``max_epochs`` epochs (Figure 1 uses 350 + 350).
+    """
+
+    rule: str = "converged"
+    threshold: float = 0.99
+    max_epochs: int = 300
+
+    def validate(self, key: str = "stop") -> None:
+        _check(self.rule in ("converged", "epochs"), f"{key}.rule", f"must be 'converged' or 'epochs', got {self.rule!r}")
+        _check(0 < self.threshold <= 1, f"{key}.threshold", f"must be in (0, 1], got {self.threshold!r}")
+        _check(isinstance(self.max_epochs, int) and self.max_epochs >= 1, f"{key}.max_epochs",
+               f"must be a positive integer, got {self.max_epochs!r}")
+
+    def canonical(self) -> dict[str, Any]:
+        # A fixed-epoch run ignores the threshold; leaving it out of the identity means editing the
+        # threshold does not needlessly re-train fixed-epoch runs.
+        if self.rule == "epochs":
+            return {"rule": "epochs", "max_epochs": self.max_epochs}
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How the weights are initialised; ``strategy`` names an entry of ``warmstart.init.STRATEGIES``."""
+
+    strategy: str = "random"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a training run's results.
+
+    ``train_fraction`` selects the first ``round(train_fraction * len(pool))`` samples of the seeded,
+    shuffled training pool, so a 50% run's data are a subset of the 100% run's data with the same seed.
+    ``seed`` seeds the split, the initialisation and the batch order.
+    """
+
+    dataset: DatasetSpec
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    batch_size: int
+    stop: StopSpec
+    seed: int
+    train_fraction: float = 1.0
+    validation_fraction: float = 1 / 3
+    init: InitSpec = field(default_factory=InitSpec)
+    parent: "RunSpec | None" = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        from . import init as init_registry  # late import: init imports models which imports torch
+
+        self.optimizer.validate()
+        self.stop.validate()
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+               f"must be a positive integer, got {self.batch_size!r}")
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
+        _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction!r}")
+        _check(0 < self.validation_fraction < 1, "validation_fraction",
+               f"must be in (0, 1), got {self.validation_fraction!r}")
+        strategy = init_registry.STRATEGIES.get(self.init.strategy)
+        _check(strategy is not None, "init.strategy",
+               f"unknown strategy {self.init.strategy!r}; known: {sorted(init_registry.STRATEGIES)}")
+        _check(not strategy.needs_parent or self.parent is not None, "init.strategy",
+               f"{self.init.strategy!r} needs a parent run to start from")
+        if self.parent is not None:
+            _check(self.parent.seed == self.seed, "parent.seed", "a parent run must share the child's seed (and so its split)")
+
+    # -- identity -----------------------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        """The JSON-able form that defines identity. The parent enters by its own id (a Merkle chain)."""
+        return {
+            "dataset": dataclasses.asdict(self.dataset),
+            "model": dataclasses.asdict(self.model),
+            "optimizer": dataclasses.asdict(self.optimizer),
+            "batch_size": self.batch_size,
+            "stop": self.stop.canonical(),
+            "seed": self.seed,
+            "train_fraction": self.train_fraction,
+            "validation_fraction": self.validation_fraction,
+            "init": dataclasses.asdict(self.init),
+            "parent": None if self.parent is None else self.parent.run_id,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return short_hash(self.canonical(), 12)
+
+    @property
+    def name(self) -> str:
+        """Directory name: readable at a glance, unique through the hash."""
+        frac = f"{self.train_fraction:g}".replace(".", "p")
+        return (f"{self.dataset.name}_{self.model.arch}_{self.optimizer.name}_{self.init.strategy}"
+                f"_f{frac}_s{self.seed}_{self.run_id}")
+
+    # -- (de)serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Full form, parent spec included, so a run directory's spec.json alone can rebuild the run."""
+        out = self.canonical()
+        out["parent"] = None if self.parent is None else self.parent.to_dict()
+        out["stop"] = dataclasses.asdict(self.stop)
+        out["run_id"] = self.run_id
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        spec = cls(
+            dataset=DatasetSpec(**d["dataset"]),
+            model=ModelSpec(**d["model"]),
+            optimizer=OptimizerSpec(**d["optimizer"]),
+            batch_size=d["batch_size"],
+            stop=StopSpec(**d["stop"]),
+            seed=d["seed"],
+            train_fraction=d["train_fraction"],
+            validation_fraction=d["validation_fraction"],
+            init=InitSpec(**d["init"]),
+            parent=None if d.get("parent") is None else cls.from_dict(d["parent"]),
+        )
+        if "run_id" in d and d["run_id"] != spec.run_id:
+            raise SpecError(f"run_id: stored {d['run_id']!r} does not match the spec's hash {spec.run_id!r}")
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "RunSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def canonical_json(obj: Any) -> str:
+    # repr-exact floats and sorted keys: the same value always gives the same bytes
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def short_hash(obj: Any, length: int = 12) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]

@@ -1,0 +1,52 @@
+# Paths of every file the workflow writes, derived from the plan. Runs live in directories named by
+# their content hash (RunSpec.name), so an edited condition gets a new directory and an unchanged one
+# keeps its results.
+import json
+
+from warmstart.experiments import split_file
+
+RESULTS = config["results_dir"]
+FIGURES = config["figures_dir"]
+
+
+def data_path(spec):
+    return f"{RESULTS}/data/{spec.dataset.key}.pt"
+
+
+def split_path(spec):
+    return f"{RESULTS}/splits/{split_file(spec)}"
+
+
+def run_path(spec, file):
+    return f"{RESULTS}/runs/{spec.name}/{file}"
+
+
+def planned_spec(run):
+    try:
+        return PLAN.runs[run]
+    except KeyError:
+        raise WorkflowError(
+            f"run {run!r} is not planned by the current config; its directory name must come "
+            "from an experiment in the config"
+        )
+
+
+def experiments_with_report(report_kind):
+    names = [n for n, e in PLAN.experiment_config.items() if e.get("report") == report_kind]
+    # a pattern that matches nothing when no experiment uses this report
+    return "|".join(names) if names else "(?!x)x"
+
+
+def report_targets(name):
+    report_kind = PLAN.experiment_config[name]["report"]
+    if report_kind == "table":
+        return [f"{FIGURES}/{name}.{ext}" for ext in ("csv", "md", "pdf")]
+    return [f"{FIGURES}/{name}.pdf"]
+
+
+def all_targets():
+    targets = []
+    for name in PLAN.experiments:
+        targets += [f"{RESULTS}/{name}/summary.parquet", f"{RESULTS}/{name}/epochs.parquet"]
+        targets += report_targets(name)
+    return targets

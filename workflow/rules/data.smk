@@ -1,0 +1,33 @@
+# Datasets are prepared once into a compact tensor file; splits are seeded index files.
+
+
+rule prepare_dataset:
+    output:
+        f"{RESULTS}/data/{{dataset_key}}.pt",
+    params:
+        spec=lambda wc: json.dumps(PLAN.datasets[wc.dataset_key].__dict__, sort_keys=True),
+        data_dir=config["data_dir"],
+        download=config["download"],
+    log:
+        f"{RESULTS}/logs/data/{{dataset_key}}.log",
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+def split_inputs(wildcards):
+    dataset, _, _ = PLAN.splits[wildcards.split + ".pt"]
+    return f"{RESULTS}/data/{dataset.key}.pt"
+
+
+rule make_split:
+    input:
+        split_inputs,
+    output:
+        f"{RESULTS}/splits/{{split}}.pt",
+    params:
+        seed=lambda wc: PLAN.splits[wc.split + ".pt"][1],
+        validation_fraction=lambda wc: PLAN.splits[wc.split + ".pt"][2],
+    log:
+        f"{RESULTS}/logs/splits/{{split}}.log",
+    script:
+        "../scripts/make_split.py"

@@ -1,0 +1,34 @@
+# One job per training run. Its inputs (data, split, and the parent's weights for a warm start) and its
+# output directory come from the run's spec; the spec itself reaches the job through params, so the
+# job re-runs if the spec changes even where the hash would not show it.
+
+
+def run_inputs(wildcards):
+    spec = planned_spec(wildcards.run)
+    inputs = {"data": data_path(spec), "split": split_path(spec)}
+    if spec.parent is not None:
+        inputs["parent"] = run_path(spec.parent, "model.pt")
+    return inputs
+
+
+rule train_run:
+    input:
+        unpack(run_inputs),
+    output:
+        spec=f"{RESULTS}/runs/{{run}}/spec.json",
+        metrics=f"{RESULTS}/runs/{{run}}/metrics.json",
+        epochs=f"{RESULTS}/runs/{{run}}/epochs.parquet",
+        model=f"{RESULTS}/runs/{{run}}/model.pt",  # written last
+    params:
+        spec=lambda wc: planned_spec(wc.run).to_json(),
+        device=config["device"],
+        checkpoint_every_s=config["checkpoint_every_s"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["train_gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
+    log:
+        f"{RESULTS}/runs/{{run}}/train.log",
+    script:
+        "../scripts/train_run.py"

@@ -1,0 +1,14 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _log import redirect_to_log  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from warmstart.reports import plot_learning_curves  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_to_log(sm)
+plot_learning_curves(pd.read_parquet(sm.input[0]), sm.output.pdf,
+                     title=f"{sm.wildcards.experiment}: warm start vs random init")

@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _log import redirect_to_log  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from warmstart.reports import write_table  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_to_log(sm)
+table = write_table(pd.read_parquet(sm.input[0]), sm.output.csv, sm.output.md, sm.output.pdf,
+                    title=f"{sm.wildcards.experiment}: warm start vs random init")
+print(table.to_string())
