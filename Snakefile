@@ -21,17 +21,20 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-# Schema check first: a bad key or value stops here, before any job, with the key named.
-validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
-
 try:
+    from warmstart.config import check_config
     from warmstart.experiments import ConfigError, plan_experiments
 except ImportError as e:
     raise WorkflowError(
         f"cannot import the warmstart library ({e}): run `make venv` or `pip install -e .` first"
     )
 
+# The config is checked before any job runs: first against the schema (a bad key or value is named in
+# one line), then by the library (labels defined, names known to the registries).
+SCHEMA = workflow.source_path("workflow/schemas/config.schema.yaml")
 try:
+    check_config(config, SCHEMA)
+    validate(config, SCHEMA)  # fills in the schema's defaults
     PLAN = plan_experiments(config)
 except ConfigError as e:
     raise WorkflowError(f"config error: {e}")

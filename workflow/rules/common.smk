@@ -6,6 +6,15 @@ import json
 from warmstart.experiments import split_file
 
 RESULTS = config["results_dir"]
+
+# Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
+wildcard_constraints:
+    experiment="|".join(PLAN.experiments),
+    run="[^/]+",
+    dataset_key="[^/]+",
+    split="[^/]+",
+
+
 FIGURES = config["figures_dir"]
 
 

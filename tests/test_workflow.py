@@ -1,0 +1,211 @@
+"""The workflow's claims: what a config plans, what it re-plans after an edit, and what a run produces."""
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from warmstart.config import check_config
+from warmstart.experiments import ConfigError, plan_experiments
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cfg = workdir / "config_under_test.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(cfg), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def planned_training_runs(workdir: Path, config: dict) -> set[str]:
+    """Names of the training runs a dry run would execute."""
+    out = snakemake(workdir, config, "-n").stdout
+    blocks = out.split("\nrule ")
+    return {m.group(1) for b in blocks if b.startswith("train_run:") for m in [re.search(r"wildcards: run=(\S+)", b)] if m}
+
+
+def tiny_config() -> dict:
+    """Both experiment kinds of the spine on a small MNIST-1D, in seconds."""
+    return {
+        "results_dir": "results",
+        "figures_dir": "figures",
+        "resources": {"train_gpu": 0, "train_threads": 1},
+        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
+        "models": {"mlp": {"hidden": 16}, "logreg": {}},
+        "optimizers": {"adam": {"lr": 0.01}},
+        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}},
+        "experiments": {
+            "table1": {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp", "logreg"],
+                       "optimizers": ["adam"], "seeds": [0, 1]},
+            "fig1": {"kind": "batch", "report": "curves", "datasets": ["mnist1d"], "models": ["mlp"],
+                     "optimizers": ["adam"], "seeds": [0], "stop": {"rule": "epochs", "max_epochs": 3}},
+        },
+    }
+
+
+def paper_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+# -- planning the paper's config ----------------------------------------------------------------------
+
+def test_paper_config_plans_90_phase1_and_180_phase2_runs_for_table1():
+    plan = plan_experiments(paper_config())
+    table1 = plan.experiments["table1"]
+    phase1 = [p for p in table1 if p.labels["phase"] == 1]
+    phase2 = [p for p in table1 if p.labels["phase"] == 2]
+    assert len(phase1) == 3 * 3 * 2 * 5 == 90
+    assert len(phase2) == 180
+    assert sorted(p.labels["init"] for p in phase2) == ["random"] * 90 + ["warm"] * 90
+    # Figure 1: one phase-1 run, its warm continuation and a random run
+    assert len(plan.experiments["fig1"]) == 3
+    assert len(plan.runs) == 273
+
+
+def test_each_warm_run_starts_from_the_phase1_run_of_its_own_condition():
+    plan = plan_experiments(paper_config())
+    phase1 = {p.spec.run_id: p for p in plan.experiments["table1"] if p.labels["phase"] == 1}
+    for p in plan.experiments["table1"]:
+        if p.labels["init"] == "warm":
+            parent = phase1[p.spec.parent.run_id]
+            for key in ("dataset", "model", "optimizer", "seed"):
+                assert parent.labels[key] == p.labels[key]
+            assert parent.spec.train_fraction == 0.5 and p.spec.train_fraction == 1.0
+
+
+def test_two_experiments_needing_the_same_phase1_run_share_it():
+    config = paper_config()
+    config["experiments"]["table1_cifar10"] = {**config["experiments"]["table1"], "datasets": ["cifar10"]}
+    plan = plan_experiments(config)
+    assert len(plan.runs) == 273  # the extra experiment adds no run: all 90 of its runs exist already
+
+
+def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
+    out = snakemake(tmp_path, paper_config(), "-n").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert int(counts["train_run"]) == 273
+    assert int(counts["prepare_dataset"]) == 3
+    assert int(counts["make_split"]) == 15  # 3 datasets x 5 seeds, shared by all models and optimisers
+
+
+def test_adding_a_seed_plans_only_that_seeds_runs():
+    config = paper_config()
+    before = set(plan_experiments(config).runs)
+    config["experiments"]["table1"]["seeds"].append(5)
+    after = plan_experiments(config).runs
+    new = {name: spec for name, spec in after.items() if name not in before}
+    assert len(new) == 18 * 3 and {s.seed for s in new.values()} == {5}
+    assert before <= set(after)
+
+
+def test_editing_one_condition_replans_only_that_condition():
+    config = paper_config()
+    before = plan_experiments(config).runs
+    config["models"]["mlp"]["hidden"] = 200
+    after = plan_experiments(config).runs
+    changed = set(after) - set(before)
+    assert changed and all(after[n].model.arch == "mlp" for n in changed)
+    assert {n for n, s in before.items() if s.model.arch != "mlp"} <= set(after)
+    assert len(changed) == 3 * 2 * 5 * 3  # every mlp run of table1: datasets x optimisers x seeds x 3
+
+
+# -- bad configs fail before any job, naming the key ---------------------------------------------------
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["optimizers"]["adam"].update(lr=-1), "optimizers.adam.lr"),
+    (lambda c: c["experiments"]["table1"].update(sedes=[0]), "experiments.table1"),
+    (lambda c: c["experiments"]["table1"]["models"].append("resnet34"), "experiments.table1.models[3]"),
+    (lambda c: c["defaults"].update(phase1_fraction=1.5), "defaults.phase1_fraction"),
+    (lambda c: c["experiments"]["table1"].update(seeds=[0, -1]), "experiments.table1.seeds[1]"),
+    (lambda c: c.update(device="gpu0"), "device"),
+])
+def test_a_bad_config_value_is_rejected_with_its_key_named(edit, key):
+    config = paper_config()
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+        plan_experiments(config)
+    assert str(err.value).startswith(key + ":"), str(err.value)
+
+
+def test_snakemake_stops_on_a_bad_config_before_any_job(tmp_path):
+    config = tiny_config()
+    config["optimizers"]["adam"]["lr"] = 0
+    proc = snakemake(tmp_path, config, check=False)
+    assert proc.returncode != 0
+    assert "config error: optimizers.adam.lr" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+# -- a tiny end-to-end run -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    snakemake(workdir, tiny_config())
+    return workdir
+
+
+def test_end_to_end_run_writes_parquet_tables_and_figures(finished_workdir):
+    results, figures = finished_workdir / "results", finished_workdir / "figures"
+    summary = pd.read_parquet(results / "table1" / "summary.parquet")
+    assert len(summary) == 2 * 2 * 3  # models x seeds x (phase 1, warm, random)
+    for column in ("dataset", "model", "optimizer", "lr", "batch_size", "init", "seed", "phase", "val_acc",
+                   "train_acc", "epochs", "train_time_s", "converged", "run_id"):
+        assert column in summary.columns
+    assert summary["val_acc"].between(0, 1).all() and (summary["epochs"] >= 1).all()
+    epochs = pd.read_parquet(results / "table1" / "epochs.parquet")
+    assert set(epochs["run_id"]) == set(summary["run_id"])
+    last_epoch = epochs.groupby("run_id")["epoch"].max()
+    assert (last_epoch.sort_index() == summary.set_index("run_id")["epochs"].sort_index()).all()
+    fig1 = pd.read_parquet(results / "fig1" / "epochs.parquet")
+    assert (fig1.groupby("run_id")["epoch"].max() == 3).all()  # fixed-epoch rule
+
+    table = pd.read_csv(figures / "table1.csv")
+    assert set(table["init"]) == {"warm", "random"} and len(table) == 4
+    assert "mlp adam" in (figures / "table1.md").read_text()
+    for pdf in ("table1.pdf", "fig1.pdf"):
+        assert (figures / pdf).read_bytes().startswith(b"%PDF")
+
+
+def test_warm_rows_point_to_their_phase1_parent(finished_workdir):
+    summary = pd.read_parquet(finished_workdir / "results" / "table1" / "summary.parquet")
+    phase1 = summary[summary["phase"] == 1].set_index("run_id")
+    warm = summary[summary["init"] == "warm"]
+    assert len(warm) == 4
+    for _, row in warm.iterrows():
+        parent = phase1.loc[row["parent_run_id"]]
+        assert (parent["model"], parent["seed"]) == (row["model"], row["seed"])
+    assert summary[(summary["init"] == "random") & (summary["phase"] == 2)]["parent_run_id"].isna().all()
+
+
+def test_a_finished_workflow_has_nothing_left_to_do(finished_workdir):
+    assert planned_training_runs(finished_workdir, tiny_config()) == set()
+
+
+def test_adding_a_seed_schedules_only_that_seeds_runs(finished_workdir):
+    config = tiny_config()
+    config["experiments"]["table1"]["seeds"] = [0, 1, 2]
+    scheduled = planned_training_runs(finished_workdir, config)
+    assert len(scheduled) == 2 * 3  # one new seed x two models x (phase 1, warm, random)
+    assert all("_s2_" in name for name in scheduled)
+
+
+def test_editing_one_model_reschedules_only_that_models_runs(finished_workdir):
+    config = copy.deepcopy(tiny_config())
+    config["models"]["mlp"]["hidden"] = 8
+    scheduled = planned_training_runs(finished_workdir, config)
+    assert len(scheduled) == 2 * 3 + 3  # table1's mlp runs and fig1's (which uses the mlp too)
+    assert all("_mlp_" in name for name in scheduled)
