@@ -7,6 +7,7 @@
 #   snakemake --profile profiles/slurm figures/table1.pdf   # on a SLURM cluster
 
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -21,6 +22,7 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
+sys.path.insert(0, str(Path(workflow.basedir) / "pkg"))  # the library, also where it is not pip-installed
 try:
     from warmstart.config import check_config
     from warmstart.experiments import ConfigError, plan_experiments

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
-from .splits import split_filename
+from .splits import split_name
 
 
 class ConfigError(ValueError):
@@ -43,12 +43,12 @@ class Plan:
 
     @property
     def splits(self) -> dict[str, tuple[DatasetSpec, int, float]]:
-        """Split file name -> (dataset, seed, validation fraction), for every split some run needs."""
-        return {split_file(s): (s.dataset, s.seed, s.validation_fraction) for s in self.runs.values()}
+        """Split name -> (dataset, seed, validation fraction), for every split some run needs."""
+        return {run_split_name(s): (s.dataset, s.seed, s.validation_fraction) for s in self.runs.values()}
 
 
-def split_file(spec: RunSpec) -> str:
-    return split_filename(spec.dataset.key, spec.seed, spec.validation_fraction)
+def run_split_name(spec: RunSpec) -> str:
+    return split_name(spec.dataset.key, spec.seed, spec.validation_fraction)
 
 
 # -- resolving labels ---------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ def make_split(n_train: int, seed: int, validation_fraction: float = 1 / 3) -> S
     return Split(validation=order[:n_val].sort().values, pool=order[n_val:])
 
 
-def split_filename(dataset_key: str, seed: int, validation_fraction: float) -> str:
-    return f"{dataset_key}_val{validation_fraction:.6g}_s{seed}.pt"
+def split_name(dataset_key: str, seed: int, validation_fraction: float) -> str:
+    return f"{dataset_key}_val{validation_fraction:.6g}_s{seed}"
 
 
 def save_split(split: Split, path: str | Path) -> None:

@@ -72,6 +72,25 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / n, correct.item() / n
 
 
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                perm: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over ``perm`` in batches; returns the summed loss and correct count as device scalars
+    (read them once, after the epoch: reading per step would synchronise the host every step)."""
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return loss_sum, correct
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,18 +147,7 @@ def train(
             break
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=order_gen).to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
+        loss_sum, correct = train_epoch(model, opt, x_train, y_train, perm, batch_size)
         _synchronize(device)
         epoch_time = time.perf_counter() - t0
         train_time_s += epoch_time

@@ -10,13 +10,10 @@ rule prepare_dataset:
         download=config["download"],
     log:
         f"{RESULTS}/logs/data/{{dataset_key}}.log",
+    conda:
+        ENV
     script:
         "../scripts/prepare_dataset.py"
-
-
-def split_inputs(wildcards):
-    dataset, _, _ = PLAN.splits[wildcards.split + ".pt"]
-    return f"{RESULTS}/data/{dataset.key}.pt"
 
 
 rule make_split:
@@ -25,9 +22,11 @@ rule make_split:
     output:
         f"{RESULTS}/splits/{{split}}.pt",
     params:
-        seed=lambda wc: PLAN.splits[wc.split + ".pt"][1],
-        validation_fraction=lambda wc: PLAN.splits[wc.split + ".pt"][2],
+        seed=lambda wc: PLAN.splits[wc.split][1],
+        validation_fraction=lambda wc: PLAN.splits[wc.split][2],
     log:
         f"{RESULTS}/logs/splits/{{split}}.log",
+    conda:
+        ENV
     script:
         "../scripts/make_split.py"

@@ -1,11 +1,6 @@
 # Per-experiment tables (parquet) and the figures and tables built from them.
 
 
-def summary_inputs(wildcards):
-    planned = PLAN.experiments[wildcards.experiment]
-    return [run_path(p.spec, f) for p in planned for f in ("metrics.json", "epochs.parquet")]
-
-
 rule summarize:
     input:
         summary_inputs,
@@ -14,14 +9,11 @@ rule summarize:
         epochs=f"{RESULTS}/{{experiment}}/epochs.parquet",
     params:
         runs_dir=f"{RESULTS}/runs",
-        planned=lambda wc: json.dumps(
-            [
-                {"spec": p.spec.to_dict(), "labels": p.labels}
-                for p in PLAN.experiments[wc.experiment]
-            ]
-        ),
+        planned=planned_json,
     log:
         f"{RESULTS}/logs/{{experiment}}/summarize.log",
+    conda:
+        ENV
     script:
         "../scripts/summarize.py"
 
@@ -37,6 +29,8 @@ rule table:
         experiment=experiments_with_report("table"),
     log:
         f"{RESULTS}/logs/{{experiment}}/table.log",
+    conda:
+        ENV
     script:
         "../scripts/table.py"
 
@@ -50,5 +44,7 @@ rule curves:
         experiment=experiments_with_report("curves"),
     log:
         f"{RESULTS}/logs/{{experiment}}/curves.log",
+    conda:
+        ENV
     script:
         "../scripts/curves.py"

@@ -3,14 +3,6 @@
 # job re-runs if the spec changes even where the hash would not show it.
 
 
-def run_inputs(wildcards):
-    spec = planned_spec(wildcards.run)
-    inputs = {"data": data_path(spec), "split": split_path(spec)}
-    if spec.parent is not None:
-        inputs["parent"] = run_path(spec.parent, "model.pt")
-    return inputs
-
-
 rule train_run:
     input:
         unpack(run_inputs),
@@ -30,5 +22,7 @@ rule train_run:
         runtime=config["resources"]["train_runtime_min"],
     log:
         f"{RESULTS}/runs/{{run}}/train.log",
+    conda:
+        ENV
     script:
         "../scripts/train_run.py"

@@ -1,8 +1,14 @@
-"""Send a script's stdout and stderr to the rule's log file, so every job leaves a readable record."""
+"""Shared by the rule scripts: find the library, and send output to the rule's log file."""
 import sys
+from pathlib import Path
+
+# The library in pkg/ is used even where it is not pip-installed (a --use-conda environment, a cluster
+# node): the repository is the single source of the code that runs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pkg"))
 
 
 def redirect_to_log(snakemake):
+    """Send stdout and stderr to the rule's log file, so every job leaves a readable record."""
     if snakemake.log:
         handle = open(snakemake.log[0], "w", buffering=1)
         sys.stdout = sys.stderr = handle

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _log import redirect_to_log  # noqa: E402
+from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
 from warmstart.datasets import prepare_dataset  # noqa: E402
 from warmstart.spec import DatasetSpec  # noqa: E402

@@ -2,7 +2,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _log import redirect_to_log  # noqa: E402
+from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
 import pandas as pd  # noqa: E402
 
