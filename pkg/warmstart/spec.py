@@ -25,6 +25,16 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise SpecError(f"{key}: {message}")
 
 
+def _coerce_floats(obj: Any, key: str, *names: str) -> None:
+    """Type-check numeric fields and store them as floats, so that lr=1 and lr=1.0 are one spec with one
+    hash (JSON writes them differently) and a string fails with the key named, not a bare TypeError."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{key + '.' if key else ''}{name}: must be a number, got {value!r}")
+        object.__setattr__(obj, name, float(value))
+
+
 def _freeze_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     # Sorted keys make the canonical JSON (and so the hash) independent of the config's key order.
     return {k: options[k] for k in sorted(options)} if options else {}
@@ -62,6 +72,9 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     momentum: float = 0.0  # SGD only; the paper's and the authors' SGD has no momentum
 
+    def __post_init__(self) -> None:
+        _coerce_floats(self, "optimizer", "lr", "weight_decay", "momentum")
+
     def validate(self, key: str = "optimizer") -> None:
         _check(self.name in ("sgd", "adam"), f"{key}.name", f"must be 'sgd' or 'adam', got {self.name!r}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"{key}.lr", f"must be a positive number, got {self.lr!r}")
@@ -82,6 +95,9 @@ class StopSpec:
     rule: str = "converged"
     threshold: float = 0.99
     max_epochs: int = 300
+
+    def __post_init__(self) -> None:
+        _coerce_floats(self, "stop", "threshold")
 
     def validate(self, key: str = "stop") -> None:
         _check(self.rule in ("converged", "epochs"), f"{key}.rule", f"must be 'converged' or 'epochs', got {self.rule!r}")
@@ -129,6 +145,7 @@ class RunSpec:
     parent: "RunSpec | None" = None
 
     def __post_init__(self) -> None:
+        _coerce_floats(self, "", "train_fraction", "validation_fraction")
         self.validate()
 
     # -- validation ---------------------------------------------------------------------------------

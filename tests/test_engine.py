@@ -1,0 +1,219 @@
+"""The training engine: the paper trains "to convergence" (99% training accuracy), records every epoch,
+is reproducible per seed, and (here) survives being killed by resuming from its checkpoint."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from warmstart.models import build_model
+from warmstart.spec import ModelSpec, OptimizerSpec, StopSpec
+from warmstart.train import EPOCH_FIELDS, Checkpointing, evaluate, train
+
+N, DIM = 200, 10
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "samples_seen")  # all but timing
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine the threads of two
+    processes fight; one thread keeps the timing steady. Restored afterwards for other test files."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def separable(seed: int = 0, n: int = N, margin: float = 1.0):
+    """Two classes split by the sign of the first feature, with a margin: linearly separable."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, DIM, generator=g)
+    y = (x[:, 0] > 0).long()
+    x[:, 0] += torch.where(y == 1, margin, -margin)
+    return x, y
+
+
+def noise(seed: int = 0, n: int = N):
+    """Random labels: no model here fits them perfectly in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, DIM, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def model_for(seed: int, arch: str = "mlp", num_classes: int = 2, **options):
+    torch.manual_seed(seed)
+    return build_model(ModelSpec(arch, options), (DIM,), num_classes)
+
+
+def fit(model, data, *, stop, seed=0, optimizer=OptimizerSpec("adam", lr=0.01), batch_size=32, **kw):
+    x, y = data
+    xv, yv = data[0][:50], data[1][:50]
+    return train(model, optimizer, x, y, xv, yv, batch_size=batch_size, stop=stop, seed=seed,
+                 log=kw.pop("log", None), **kw)
+
+
+def metrics(history):
+    return [{k: r[k] for k in METRICS} for r in history]
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# -- stopping -------------------------------------------------------------------------------------------
+
+def test_training_stops_as_soon_as_train_accuracy_reaches_the_threshold():
+    # a narrow margin, so convergence takes a few epochs (here the last one is at exactly 198/200 = 0.99)
+    result = fit(model_for(0), separable(margin=0.05), stop=StopSpec("converged", threshold=0.99, max_epochs=50))
+    assert result.stopped_by == "threshold" and result.converged
+    assert result.final["train_acc"] >= 0.99
+    assert 2 < len(result.history) < 50
+    # it stopped at the first epoch that reached the threshold, not later
+    assert all(r["train_acc"] < 0.99 for r in result.history[:-1])
+
+
+def test_reaching_the_threshold_on_the_last_allowed_epoch_counts_as_converged():
+    data = separable(margin=0.1)
+    k = len(fit(model_for(0), data, stop=StopSpec("converged", 0.99, max_epochs=50)).history)
+    assert k > 1
+    result = fit(model_for(0), data, stop=StopSpec("converged", 0.99, max_epochs=k))
+    assert len(result.history) == k and result.stopped_by == "threshold" and result.converged
+
+
+@pytest.mark.parametrize("data, stop", [
+    (noise(), StopSpec("converged", threshold=1.0, max_epochs=4)),  # unreachable threshold
+    (separable(), StopSpec("converged", threshold=0.99, max_epochs=1)),  # a cap too small to get there
+], ids=["unreachable", "tiny-cap"])
+def test_without_reaching_the_threshold_training_stops_at_max_epochs_and_says_so(data, stop):
+    result = fit(model_for(0, num_classes=4), data, stop=stop,
+                 optimizer=OptimizerSpec("sgd", lr=0.001))
+    assert result.stopped_by == "max_epochs" and not result.converged
+    assert len(result.history) == stop.max_epochs
+    assert result.final["train_acc"] < stop.threshold
+
+
+def test_fixed_epochs_rule_trains_exactly_max_epochs_even_past_the_threshold():
+    result = fit(model_for(0), separable(), stop=StopSpec("epochs", threshold=0.99, max_epochs=12))
+    assert len(result.history) == 12 and result.stopped_by == "epochs"
+    assert not result.converged
+    assert any(r["train_acc"] >= 0.99 for r in result.history[:-1])  # it kept going past convergence
+
+
+# -- the per-epoch record -------------------------------------------------------------------------------
+
+def test_every_epoch_is_recorded_with_its_metrics():
+    data = separable()
+    model = model_for(0)
+    seen = []
+    result = fit(model, data, stop=StopSpec("epochs", max_epochs=5), on_epoch=seen.append, batch_size=64)
+    assert EPOCH_FIELDS == ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s",
+                            "samples_seen")
+    assert seen == result.history and len(result.history) == 5
+    for i, r in enumerate(result.history, 1):
+        assert set(r) == set(EPOCH_FIELDS)
+        assert r["epoch"] == i and r["samples_seen"] == i * N
+        assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
+        assert r["train_loss"] > 0 and r["val_loss"] > 0 and r["epoch_time_s"] > 0
+    assert result.train_time_s == pytest.approx(sum(r["epoch_time_s"] for r in result.history))
+    # the last record's validation numbers describe the final model
+    val_loss, val_acc = evaluate(model, data[0][:50], data[1][:50])
+    assert result.final["val_loss"] == pytest.approx(val_loss, rel=1e-6) and result.final["val_acc"] == val_acc
+    assert model.training  # evaluation does not leave the model in eval mode
+
+
+def test_training_loss_decreases_on_an_easy_problem():
+    result = fit(model_for(0), separable(), stop=StopSpec("epochs", max_epochs=5))
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] * 0.5
+
+
+# -- reproducibility ------------------------------------------------------------------------------------
+
+def test_same_spec_and_seed_give_identical_epochs_and_weights():
+    stop = StopSpec("epochs", max_epochs=4)
+    a_model, b_model = model_for(3, num_classes=4), model_for(3, num_classes=4)
+    a = fit(a_model, noise(), stop=stop, seed=3)
+    b = fit(b_model, noise(), stop=stop, seed=3)
+    assert metrics(a.history) == metrics(b.history)
+    assert same_weights(a_model, b_model)
+
+
+def test_a_different_seed_gives_different_epochs():
+    stop = StopSpec("epochs", max_epochs=3)
+    a = fit(model_for(3, num_classes=4), noise(), stop=stop, seed=3)
+    b = fit(model_for(4, num_classes=4), noise(), stop=stop, seed=4)
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in b.history]
+    # the seed alone (same initial weights) changes the batch order and so the trajectory
+    c_model, d_model = model_for(3, num_classes=4), model_for(3, num_classes=4)
+    c = fit(c_model, noise(), stop=stop, seed=3)
+    d = fit(d_model, noise(), stop=stop, seed=4)
+    assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in d.history]
+    assert not same_weights(c_model, d_model)
+
+
+# -- resuming after a kill --------------------------------------------------------------------------------
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(epoch: int):
+    def on_epoch(record):
+        if record["epoch"] == epoch:
+            raise Killed
+    return on_epoch
+
+
+RESUME_CASES = {
+    # Adam: its moment estimates must come back too
+    "mlp-adam-epochs": dict(arch="mlp", options={}, optimizer=OptimizerSpec("adam", lr=0.01),
+                            stop=StopSpec("epochs", max_epochs=6), batch_size=32),
+    # SGD with momentum buffers, and BatchNorm running statistics
+    "resnet-sgd-converged": dict(arch="resnet18", options={"width": 4},
+                                 optimizer=OptimizerSpec("sgd", lr=0.05, momentum=0.9),
+                                 stop=StopSpec("converged", threshold=1.0, max_epochs=4), batch_size=50),
+}
+
+
+@pytest.mark.parametrize("case", RESUME_CASES.values(), ids=RESUME_CASES.keys())
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, case):
+    arch, options = case["arch"], case["options"]
+    settings = dict(stop=case["stop"], seed=1, optimizer=case["optimizer"], batch_size=case["batch_size"])
+    data = noise()
+
+    reference_model = model_for(1, arch, 4, **options)
+    reference = fit(reference_model, data, **settings)
+
+    ckpt = Checkpointing(tmp_path / "resume.pt", every_s=0, tag="run-a")
+    with pytest.raises(Killed):
+        fit(model_for(1, arch, 4, **options), data, checkpointing=ckpt, on_epoch=kill_after(3), **settings)
+    assert ckpt.path.exists()
+
+    # The restarted job builds its model afresh (here even from another init, to show the weights come
+    # from the checkpoint) and resumes after the last saved epoch.
+    messages = []
+    resumed_model = model_for(99, arch, 4, **options)
+    resumed = fit(resumed_model, data, checkpointing=ckpt, log=messages.append, **settings)
+    assert any("resumed" in m and "after epoch 2" in m for m in messages), messages
+    assert metrics(resumed.history) == metrics(reference.history)
+    assert resumed.stopped_by == reference.stopped_by
+    assert same_weights(resumed_model, reference_model)
+
+
+def test_a_checkpoint_with_another_tag_is_ignored(tmp_path):
+    stop = StopSpec("epochs", max_epochs=4)
+    path = tmp_path / "resume.pt"
+    # another run (other data, other init) leaves a checkpoint at the same path
+    with pytest.raises(Killed):
+        fit(model_for(7), separable(seed=7), stop=stop, seed=7,
+            checkpointing=Checkpointing(path, every_s=0, tag="other-run"), on_epoch=kill_after(3))
+    assert path.exists()
+
+    reference_model = model_for(1)
+    reference = fit(reference_model, separable(), stop=stop, seed=1)
+    messages = []
+    model = model_for(1)
+    result = fit(model, separable(), stop=stop, seed=1, log=messages.append,
+                 checkpointing=Checkpointing(path, every_s=0, tag="this-run"))
+    assert not any("resumed" in m for m in messages)
+    assert metrics(result.history) == metrics(reference.history) and len(result.history) == 4
+    assert same_weights(model, reference_model)

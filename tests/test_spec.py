@@ -1,0 +1,199 @@
+"""A run's identity is a pure function of everything that changes its results, and nothing else.
+
+The workflow puts ``run_id`` in each run's output directory, so these properties are what make results
+content-addressed: an unchanged condition finds its old directory, a changed one never reuses it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
+
+
+def make_spec(**changes) -> RunSpec:
+    base = dict(
+        dataset=DatasetSpec("mnist1d", {"num_samples": 1000, "seed": 3}),
+        model=ModelSpec("resnet18", {"width": 16}),
+        optimizer=OptimizerSpec("sgd", lr=0.001),
+        batch_size=128,
+        stop=StopSpec("converged", threshold=0.99, max_epochs=500),
+        seed=0,
+        train_fraction=0.5,
+    )
+    base.update(changes)
+    return RunSpec(**base)
+
+
+def warm_child(parent: RunSpec) -> RunSpec:
+    return parent.replace(train_fraction=1.0, init=InitSpec("warm"), parent=parent)
+
+
+def test_run_id_is_a_pure_function_of_the_content():
+    a = make_spec(dataset=DatasetSpec("mnist1d", {"num_samples": 1000, "seed": 3}),
+                  model=ModelSpec("mlp", {"hidden": 100, "depth": 3, "activation": "tanh"}))
+    b = make_spec(dataset=DatasetSpec("mnist1d", {"seed": 3, "num_samples": 1000}),
+                  model=ModelSpec("mlp", {"activation": "tanh", "depth": 3, "hidden": 100}))
+    assert a is not b and a == b
+    assert a.run_id == b.run_id and a.name == b.name
+    assert len(a.run_id) == 12 and all(c in "0123456789abcdef" for c in a.run_id)
+    assert warm_child(a).run_id == warm_child(b).run_id
+
+
+def test_run_id_is_the_same_in_another_process_with_another_hash_seed():
+    # Python's str hash is salted per process; an id built on it would change between workflow jobs.
+    spec = warm_child(make_spec())
+    code = ("import sys; from warmstart.spec import RunSpec; "
+            "print(RunSpec.from_json(sys.stdin.read()).run_id)")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], input=spec.to_json(), capture_output=True,
+                         text=True, env=env, check=True)
+    assert out.stdout.strip() == spec.run_id
+
+
+RESULT_CHANGES = {
+    "lr": dict(optimizer=OptimizerSpec("sgd", lr=0.01)),
+    "optimizer name": dict(optimizer=OptimizerSpec("adam", lr=0.001)),
+    "weight_decay": dict(optimizer=OptimizerSpec("sgd", lr=0.001, weight_decay=5e-4)),
+    "momentum": dict(optimizer=OptimizerSpec("sgd", lr=0.001, momentum=0.9)),
+    "seed": dict(seed=1),
+    "train_fraction": dict(train_fraction=1.0),
+    "validation_fraction": dict(validation_fraction=0.2),
+    "batch_size": dict(batch_size=64),
+    "model option": dict(model=ModelSpec("resnet18", {"width": 64})),
+    "arch": dict(model=ModelSpec("mlp")),
+    "dataset option": dict(dataset=DatasetSpec("mnist1d", {"num_samples": 1000, "seed": 4})),
+    "dataset": dict(dataset=DatasetSpec("cifar10")),
+    "threshold": dict(stop=StopSpec("converged", threshold=0.9, max_epochs=500)),
+    "max_epochs": dict(stop=StopSpec("converged", threshold=0.99, max_epochs=100)),
+    "stop rule": dict(stop=StopSpec("epochs", max_epochs=500)),
+}
+
+
+def test_every_field_that_affects_results_changes_the_id():
+    base = make_spec()
+    ids = {"base": base.run_id}
+    for label, change in RESULT_CHANGES.items():
+        ids[label] = make_spec(**change).run_id
+    # a parent (with the warm init it requires) and the init strategy alone
+    ids["parent"] = make_spec(init=InitSpec("warm"), parent=make_spec(train_fraction=0.25)).run_id
+    ids["random init with a parent"] = make_spec(parent=make_spec(train_fraction=0.25)).run_id
+    assert len(set(ids.values())) == len(ids), ids
+
+
+def test_a_fixed_epochs_run_ignores_the_threshold():
+    a = make_spec(stop=StopSpec("epochs", threshold=0.99, max_epochs=350))
+    b = make_spec(stop=StopSpec("epochs", threshold=0.5, max_epochs=350))
+    assert a.run_id == b.run_id
+    # ... but a converged run's threshold is part of what it did
+    c = make_spec(stop=StopSpec("converged", threshold=0.99, max_epochs=350))
+    d = make_spec(stop=StopSpec("converged", threshold=0.5, max_epochs=350))
+    assert c.run_id != d.run_id
+
+
+def test_a_childs_id_changes_when_its_parent_changes():
+    parent = make_spec()
+    other_parent = make_spec(optimizer=OptimizerSpec("sgd", lr=0.01))
+    child = warm_child(parent)
+    # the same child fields, started from another parent
+    moved = child.replace(parent=other_parent)
+    assert moved.optimizer == child.optimizer and moved.train_fraction == child.train_fraction
+    assert moved.run_id != child.run_id
+    # and the change propagates through a chain (grandparent -> parent -> child)
+    assert warm_child(moved).run_id != warm_child(child).run_id
+
+
+@pytest.mark.parametrize("spec", [
+    make_spec(),
+    warm_child(make_spec()),
+    make_spec(stop=StopSpec("epochs", threshold=0.5, max_epochs=350), init=InitSpec("random"),
+              optimizer=OptimizerSpec("adam", lr=3e-4, weight_decay=1e-5)),
+], ids=["plain", "warm-child", "fixed-epochs"])
+def test_json_round_trip_gives_an_equal_spec_with_the_same_id(spec):
+    text = spec.to_json()
+    back = RunSpec.from_json(text)
+    assert back == spec and back.run_id == spec.run_id and back.name == spec.name
+    assert back.parent == spec.parent
+    assert back.stop == spec.stop  # the full stop rule survives, threshold included
+    assert json.loads(text)["run_id"] == spec.run_id
+    assert back.to_json() == text
+
+
+def test_from_dict_rejects_a_tampered_run_id():
+    child = warm_child(make_spec())
+    d = json.loads(child.to_json())
+    d["run_id"] = "0" * 12
+    with pytest.raises(SpecError, match=r"^run_id: "):
+        RunSpec.from_dict(d)
+
+    # changing the content but keeping the stored id is caught too ...
+    d = json.loads(child.to_json())
+    d["optimizer"]["lr"] = 0.5
+    with pytest.raises(SpecError, match=r"^run_id: "):
+        RunSpec.from_dict(d)
+    # ... also when the edit is in the parent's record
+    d = json.loads(child.to_json())
+    d["parent"]["optimizer"]["lr"] = 0.5
+    with pytest.raises(SpecError, match=r"^run_id: "):
+        RunSpec.from_dict(d)
+
+
+INVALID = [
+    ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=0.0))),
+    ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=-0.1))),
+    ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=float("nan")))),
+    ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=float("inf")))),
+    ("optimizer.name", dict(optimizer=OptimizerSpec("rmsprop", lr=0.1))),
+    ("optimizer.weight_decay", dict(optimizer=OptimizerSpec("sgd", lr=0.1, weight_decay=-1.0))),
+    ("optimizer.momentum", dict(optimizer=OptimizerSpec("sgd", lr=0.1, momentum=1.0))),
+    ("optimizer.momentum", dict(optimizer=OptimizerSpec("adam", lr=0.1, momentum=0.9))),
+    ("batch_size", dict(batch_size=0)),
+    ("batch_size", dict(batch_size=12.5)),
+    ("seed", dict(seed=-1)),
+    ("seed", dict(seed=1.0)),
+    ("train_fraction", dict(train_fraction=0.0)),
+    ("train_fraction", dict(train_fraction=1.5)),
+    ("validation_fraction", dict(validation_fraction=0.0)),
+    ("validation_fraction", dict(validation_fraction=1.0)),
+    ("stop.rule", dict(stop=StopSpec("forever"))),
+    ("stop.threshold", dict(stop=StopSpec(threshold=0.0))),
+    ("stop.threshold", dict(stop=StopSpec(threshold=1.01))),
+    ("stop.max_epochs", dict(stop=StopSpec(max_epochs=0))),
+    ("stop.max_epochs", dict(stop=StopSpec(max_epochs=10.0))),
+    ("init.strategy", dict(init=InitSpec("bogus"))),
+    ("init.strategy", dict(init=InitSpec("warm"))),  # warm with no parent
+    ("parent.seed", dict(init=InitSpec("warm"), parent="seed-1 parent")),
+]
+
+
+@pytest.mark.parametrize("key, change", INVALID, ids=[f"{k}-{i}" for i, (k, _) in enumerate(INVALID)])
+def test_invalid_values_raise_spec_error_starting_with_the_key(key, change):
+    if change.get("parent") == "seed-1 parent":
+        change = {**change, "parent": make_spec(seed=1)}
+    with pytest.raises(SpecError) as info:
+        make_spec(**change)
+    assert str(info.value).startswith(f"{key}: "), str(info.value)
+
+
+@pytest.mark.parametrize("key, build", [
+    ("optimizer.lr", lambda: make_spec(optimizer=OptimizerSpec("sgd", lr="0.1"))),
+    ("train_fraction", lambda: make_spec(train_fraction="0.5")),
+    ("stop.threshold", lambda: make_spec(stop=StopSpec(threshold="0.9"))),
+])
+def test_non_numeric_values_raise_spec_error_starting_with_the_key(key, build):
+    with pytest.raises(SpecError) as info:
+        build()
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_equal_specs_have_equal_ids_whether_a_number_is_written_as_int_or_float():
+    a = make_spec(optimizer=OptimizerSpec("sgd", lr=1), train_fraction=1,
+                  stop=StopSpec("converged", threshold=1, max_epochs=500))
+    b = make_spec(optimizer=OptimizerSpec("sgd", lr=1.0), train_fraction=1.0,
+                  stop=StopSpec("converged", threshold=1.0, max_epochs=500))
+    assert a == b
+    assert a.run_id == b.run_id
