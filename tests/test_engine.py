@@ -13,15 +13,6 @@ N, DIM = 200, 10
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "samples_seen")  # all but timing
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine the threads of two
-    processes fight; one thread keeps the timing steady. Restored afterwards for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def separable(seed: int = 0, n: int = N, margin: float = 1.0):
     """Two classes split by the sign of the first feature, with a margin: linearly separable."""

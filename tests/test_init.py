@@ -18,15 +18,6 @@ from warmstart.splits import make_split, save_split
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine the threads of two
-    processes fight; one thread keeps the timing steady. Restored afterwards for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> DeviceData:

@@ -16,15 +16,6 @@ from warmstart.spec import ModelSpec, SpecError
 INPUT_SHAPES = {"cifar-svhn": (3, 32, 32), "fashion-mnist": (1, 28, 28), "mnist1d": (40,)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine the threads of two
-    processes fight; one thread keeps the timing steady. Restored afterwards for other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]

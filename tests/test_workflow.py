@@ -29,11 +29,20 @@ def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> su
     return proc
 
 
-def planned_training_runs(workdir: Path, config: dict) -> set[str]:
-    """Names of the training runs a dry run would execute."""
+def planned_jobs(workdir: Path, config: dict, rule: str = "train_run", wildcard: str = "run") -> set[str]:
+    """The ``wildcard`` values of the ``rule`` jobs a dry run would execute."""
     out = snakemake(workdir, config, "-n").stdout
     blocks = out.split("\nrule ")
-    return {m.group(1) for b in blocks if b.startswith("train_run:") for m in [re.search(r"wildcards: run=(\S+)", b)] if m}
+    return {m.group(1) for b in blocks if b.startswith(f"{rule}:")
+            for m in [re.search(rf"wildcards: {wildcard}=(\S+)", b)] if m}
+
+
+def planned_training_runs(workdir: Path, config: dict) -> set[str]:
+    return planned_jobs(workdir, config)
+
+
+def planned_streams(workdir: Path, config: dict) -> set[str]:
+    return planned_jobs(workdir, config, "train_stream", "stream")
 
 
 def tiny_config() -> dict:
@@ -42,7 +51,8 @@ def tiny_config() -> dict:
         "results_dir": "results",
         "figures_dir": "figures",
         "resources": {"train_gpu": 0, "train_threads": 1},
-        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
+        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3},
+                     "shifted": {"name": "mnist1d", "num_samples": 400, "seed": 4, "iid_noise_scale": 0.1}},
         "models": {"mlp": {"hidden": 16}, "logreg": {}},
         "optimizers": {"adam": {"lr": 0.01}},
         "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}},
@@ -51,6 +61,11 @@ def tiny_config() -> dict:
                        "optimizers": ["adam"], "seeds": [0, 1]},
             "fig1": {"kind": "batch", "report": "curves", "datasets": ["mnist1d"], "models": ["mlp"],
                      "optimizers": ["adam"], "seeds": [0], "stop": {"rule": "epochs", "max_epochs": 3}},
+            "fig2": {"kind": "online", "report": "online", "datasets": ["mnist1d"], "models": ["mlp"],
+                     "optimizers": ["adam"], "policies": ["random"], "seeds": [0], "round_size": 40,
+                     "max_samples": 120},
+            "fig3": {"kind": "transfer", "report": "transfer", "source": "mnist1d", "target": "shifted",
+                     "models": ["mlp"], "optimizers": ["adam"], "seeds": [0], "fractions": [0.25, 1.0]},
         },
     }
 
@@ -71,7 +86,41 @@ def test_paper_config_plans_90_phase1_and_180_phase2_runs_for_table1():
     assert sorted(p.labels["init"] for p in phase2) == ["random"] * 90 + ["warm"] * 90
     # Figure 1: one phase-1 run, its warm continuation and a random run
     assert len(plan.experiments["fig1"]) == 3
-    assert len(plan.runs) == 273
+    assert len(plan.runs) == 273 + 60  # Figure 3: the source and two target runs exist in Table 1 already
+
+
+def test_paper_config_plans_the_papers_streams():
+    plan = plan_experiments(paper_config())
+    for name, policy in (("fig2", "random"), ("fig9", "margin"), ("fig8", "pc1_order")):
+        planned = plan.experiments[name]
+        assert len(planned) == 5 * 2  # seeds x (warm, random)
+        assert {p.spec.policy for p in planned} == {policy}
+        assert {p.spec.round_size for p in planned} == {100}
+        assert {(p.spec.round.dataset.name, p.spec.round.model.arch, p.spec.round.optimizer.name)
+                for p in planned} == {("cifar10", "resnet18", "adam")}
+    assert len(plan.streams) == 30
+
+
+def test_the_transfer_source_is_one_run_shared_by_every_warm_target_run():
+    plan = plan_experiments(paper_config())
+    fig3 = plan.experiments["fig3"]
+    sources = {p.spec.run_id for p in fig3 if p.labels["phase"] == 1}
+    assert len(sources) == 5  # one per seed
+    warm = [p for p in fig3 if p.labels["init"] == "warm"]
+    assert len(warm) == 5 * 7 and {p.spec.parent.run_id for p in warm} == sources
+    assert {p.spec.dataset.name for p in warm} == {"svhn"} and {p.spec.init.strategy for p in warm} == {"transfer"}
+
+
+def test_a_new_policy_or_seed_plans_only_the_new_streams():
+    config = paper_config()
+    before = set(plan_experiments(config).streams)
+    config["experiments"]["fig2"]["policies"].append("margin")
+    config["experiments"]["fig2"]["seeds"].append(5)
+    after = plan_experiments(config).streams
+    new = [s for n, s in after.items() if n not in before]
+    assert before <= set(after)
+    # fig2's margin streams for seeds 0-4 are fig9's (shared); only seed 5 is new: random and margin, warm and random
+    assert len(new) == 4 and {s.seed for s in new} == {5}
 
 
 def test_each_warm_run_starts_from_the_phase1_run_of_its_own_condition():
@@ -89,13 +138,14 @@ def test_two_experiments_needing_the_same_phase1_run_share_it():
     config = paper_config()
     config["experiments"]["table1_cifar10"] = {**config["experiments"]["table1"], "datasets": ["cifar10"]}
     plan = plan_experiments(config)
-    assert len(plan.runs) == 273  # the extra experiment adds no run: all 90 of its runs exist already
+    assert len(plan.runs) == 333  # the extra experiment adds no run: all 90 of its runs exist already
 
 
 def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
     out = snakemake(tmp_path, paper_config(), "-n").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert int(counts["train_run"]) == 273
+    assert int(counts["train_run"]) == 333
+    assert int(counts["train_stream"]) == 30
     assert int(counts["prepare_dataset"]) == 3
     assert int(counts["make_split"]) == 15  # 3 datasets x 5 seeds, shared by all models and optimisers
 
@@ -176,8 +226,24 @@ def test_end_to_end_run_writes_parquet_tables_and_figures(finished_workdir):
     table = pd.read_csv(figures / "table1.csv")
     assert set(table["init"]) == {"warm", "random"} and len(table) == 4
     assert "mlp adam" in (figures / "table1.md").read_text()
-    for pdf in ("table1.pdf", "fig1.pdf"):
+    for pdf in ("table1.pdf", "fig1.pdf", "fig2.pdf", "fig3.pdf"):
         assert (figures / pdf).read_bytes().startswith(b"%PDF")
+
+
+def test_end_to_end_streams_write_one_row_per_round(finished_workdir):
+    rounds = pd.read_parquet(finished_workdir / "results" / "fig2" / "rounds.parquet")
+    assert set(rounds["init"]) == {"warm", "random"}
+    for _, stream in rounds.groupby("stream_id"):
+        assert stream["round"].tolist() == [1, 2, 3] and stream["n_samples"].tolist() == [40, 80, 120]
+        assert (stream["cumulative_train_time_s"].diff().dropna() > 0).all()
+        assert stream["val_acc"].between(0, 1).all()
+
+
+def test_end_to_end_transfer_summary_has_every_fraction(finished_workdir):
+    summary = pd.read_parquet(finished_workdir / "results" / "fig3" / "summary.parquet")
+    target = summary[summary["phase"] == 2]
+    assert sorted(target["fraction"].unique()) == [0.25, 1.0] and set(target["init"]) == {"warm", "random"}
+    assert set(summary.loc[summary["phase"] == 1, "dataset"]) == {"mnist1d"}
 
 
 def test_warm_rows_point_to_their_phase1_parent(finished_workdir):
@@ -192,7 +258,15 @@ def test_warm_rows_point_to_their_phase1_parent(finished_workdir):
 
 
 def test_a_finished_workflow_has_nothing_left_to_do(finished_workdir):
-    assert planned_training_runs(finished_workdir, tiny_config()) == set()
+    assert "Nothing to be done" in snakemake(finished_workdir, tiny_config(), "-n").stdout
+
+
+def test_a_new_stream_seed_schedules_only_that_seeds_streams(finished_workdir):
+    config = tiny_config()
+    config["experiments"]["fig2"]["seeds"] = [0, 1]
+    scheduled = planned_streams(finished_workdir, config)
+    assert len(scheduled) == 2 and all("_s1_" in name for name in scheduled)
+    assert planned_training_runs(finished_workdir, config) == set()
 
 
 def test_adding_a_seed_schedules_only_that_seeds_runs(finished_workdir):
@@ -201,11 +275,14 @@ def test_adding_a_seed_schedules_only_that_seeds_runs(finished_workdir):
     scheduled = planned_training_runs(finished_workdir, config)
     assert len(scheduled) == 2 * 3  # one new seed x two models x (phase 1, warm, random)
     assert all("_s2_" in name for name in scheduled)
+    assert planned_streams(finished_workdir, config) == set()
 
 
 def test_editing_one_model_reschedules_only_that_models_runs(finished_workdir):
     config = copy.deepcopy(tiny_config())
     config["models"]["mlp"]["hidden"] = 8
     scheduled = planned_training_runs(finished_workdir, config)
-    assert len(scheduled) == 2 * 3 + 3  # table1's mlp runs and fig1's (which uses the mlp too)
+    # table1's mlp runs, fig1's, and fig3's (source shared with table1, and 2 fractions x 2 inits)
+    assert len(scheduled) == 2 * 3 + 3 + 4
     assert all("_mlp_" in name for name in scheduled)
+    assert len(planned_streams(finished_workdir, config)) == 2  # fig2 uses the mlp too

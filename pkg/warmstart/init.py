@@ -54,3 +54,26 @@ def warm_start(model: nn.Module, parent_state, options) -> nn.Module:
         raise SpecError(f"init.options: 'warm' takes no options, got {sorted(options)}")
     model.load_state_dict(parent_state, strict=True)
     return model
+
+
+@register_strategy("transfer", needs_parent=True)
+def transfer_start(model: nn.Module, parent_state, options) -> nn.Module:
+    """A warm start from a model trained on another task: every tensor whose name and shape match the
+    parent's is copied; the rest keep their fresh initialisation. With a different number of classes
+    that is the final linear layer (the head); with a different number of input channels, the first
+    convolution (the stem). Same-shaped models therefore get exactly a warm start."""
+    if options:
+        raise SpecError(f"init.options: 'transfer' takes no options, got {sorted(options)}")
+    state = model.state_dict()
+    kept = {k: v for k, v in parent_state.items() if k in state and state[k].shape == v.shape}
+    if not kept:
+        raise SpecError("init.strategy: 'transfer' found no tensor of the parent that fits this model")
+    state.update(kept)
+    model.load_state_dict(state)
+    return model
+
+
+def transferred_tensors(model: nn.Module, parent_state: dict) -> list[str]:
+    """Names of the tensors a transfer start takes from the parent (for reports and tests)."""
+    state = model.state_dict()
+    return [k for k, v in parent_state.items() if k in state and state[k].shape == v.shape]

@@ -96,6 +96,13 @@ def write_table(summary: pd.DataFrame, csv_path, md_path, pdf_path, title: str =
     return table
 
 
+def _finish(fig, path, title: str = "") -> None:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "pdf", bbox_inches="tight")
@@ -134,10 +141,7 @@ def plot_learning_curves(epochs: pd.DataFrame, pdf_path, title: str = "") -> Non
             ax.set_title(f"{' / '.join(map(str, cond))}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
         row[1].legend(fontsize=8, loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, pdf_path)
+    _finish(fig, pdf_path, title)
 
 
 def _phase1_epochs(sel: pd.DataFrame) -> int:
@@ -154,4 +158,89 @@ def _warm_curve(sel: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([phase1, warm], ignore_index=True)
 
 
-REPORTS: dict[str, Callable] = {"table": write_table, "curves": plot_learning_curves}
+def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, color: str, label: str) -> None:
+    """Mean over seeds as a line, mean +- one standard deviation as a band."""
+    stats = frame.groupby(x)[y].agg(["mean", "std"]).fillna(0.0)
+    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.4)
+    ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color,
+                    alpha=0.2, lw=0)
+
+
+def plot_online(rounds: pd.DataFrame, pdf_path, title: str = "") -> None:
+    """Figures 2, 8, 9: validation accuracy and training time per round against the number of samples
+    in the training set, warm-started vs randomly initialised each round; mean +- std over seeds."""
+    keys = CONDITION + ["policy"]
+    conditions = list(rounds[keys].drop_duplicates().itertuples(index=False))
+    fig, axes = plt.subplots(len(conditions), 2, figsize=(10, 3.4 * len(conditions)), squeeze=False)
+    for row, cond in zip(axes, conditions):
+        sel = rounds
+        for c, v in zip(keys, cond):
+            sel = sel[sel[c] == v]
+        for init in INIT_ORDER:
+            part = sel[sel["init"] == init]
+            if part.empty:
+                continue
+            label = "warm start" if init == "warm" else "random init"
+            _mean_band(row[0], part, "n_samples", "val_acc", COLORS[init], label)
+            _mean_band(row[1], part, "n_samples", "train_time_s", COLORS[init], label)
+        for ax, ylabel in zip(row, ("validation accuracy", "training time per round (s)")):
+            ax.set_xlabel("samples in the training set")
+            ax.set_ylabel(ylabel)
+            ax.set_title(" / ".join(map(str, cond)), fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=8, loc="lower right")
+    _finish(fig, pdf_path, title)
+
+
+def crossover_fraction(summary: pd.DataFrame) -> float | None:
+    """The target fraction where the mean warm-start accuracy first falls below the random-init one,
+    interpolated linearly in log(fraction) between the two fractions that bracket the sign change;
+    None when the curves do not cross (in that direction)."""
+    import numpy as np
+
+    phase2 = summary[summary["phase"] == 2]
+    means = phase2.groupby(["fraction", "init"])["val_acc"].mean().unstack("init").sort_index()
+    if not {"warm", "random"} <= set(means.columns):
+        return None
+    gap = (means["warm"] - means["random"]).dropna()
+    for (f0, g0), (f1, g1) in zip(gap.items(), list(gap.items())[1:]):
+        if g0 >= 0 > g1:
+            t = g0 / (g0 - g1)
+            return float(np.exp(np.log(f0) + t * (np.log(f1) - np.log(f0))))
+    return None
+
+
+def plot_transfer(summary: pd.DataFrame, pdf_path, title: str = "") -> None:
+    """Figure 3: target validation accuracy against the fraction of the target's training pool,
+    warm-started from the source model vs randomly initialised; the cross-over is marked."""
+    phase2 = summary[summary["phase"] == 2]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init in INIT_ORDER:
+        part = phase2[phase2["init"] == init]
+        if not part.empty:
+            label = "warm start from source" if init == "warm" else "random init"
+            _mean_band(ax, part, "fraction", "val_acc", COLORS[init], label)
+    crossing = crossover_fraction(summary)
+    if crossing is not None:
+        ax.axvline(crossing, color="grey", ls=":", lw=1)
+        ax.annotate(f"cross-over ~{crossing:.3g}", (crossing, ax.get_ylim()[0]), xytext=(4, 6),
+                    textcoords="offset points", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the target training pool")
+    ax.set_ylabel("target validation accuracy")
+    source = summary.loc[summary["phase"] == 1, "dataset"]
+    target = phase2["dataset"]
+    ax.set_title(title or f"transfer {source.iloc[0]} -> {target.iloc[0]}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, pdf_path)
+
+
+# report kind -> (the experiment table it reads, the function that draws it)
+REPORTS: dict[str, tuple[str, Callable]] = {
+    "table": ("summary", write_table),
+    "curves": ("epochs", plot_learning_curves),
+    "online": ("rounds", plot_online),
+    "transfer": ("summary", plot_transfer),
+}

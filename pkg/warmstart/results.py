@@ -5,7 +5,8 @@
   run_id, run_name, parent_run_id, arch, train_fraction                       (from the run spec)
   val_acc, val_loss, train_acc, train_loss (accuracies are fractions 0-1), epochs, train_time_s
   (training only, evaluation excluded), converged (reached the training-accuracy threshold),
-  stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device
+  stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device,
+  precision (what ran: fp32 or bf16)
 ``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
 record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen.
 """
@@ -34,7 +35,9 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
             "parent_run_id": None if p.spec.parent is None else p.spec.parent.run_id,
             "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
         }
-        rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS}})
+        rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
+                     # runs from before the precision option existed all ran in fp32
+                     "precision": metrics.get("precision", "fp32")})
         epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
         epoch_frames.append(epochs.assign(**identity))
     summary = pd.DataFrame(rows)
@@ -43,3 +46,17 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
     front = list(identity)
     epochs = epochs[front + [c for c in epochs.columns if c not in front]]
     return summary, epochs
+
+
+def collect_streams(experiment: str, planned: list[PlannedRun], streams_dir: str | Path) -> pd.DataFrame:
+    """``rounds.parquet``: one row per stream and round. Columns: the experiment's labels (experiment,
+    dataset, model, optimizer, lr, batch_size, seed, policy, init), stream_id, stream_name, round_size,
+    then round, n_samples, val_acc, val_loss, train_acc, train_loss, epochs, train_time_s (this round's
+    training only), cumulative_train_time_s, converged."""
+    frames = []
+    for p in planned:
+        rounds = pd.read_parquet(Path(streams_dir) / p.spec.name / "rounds.parquet").drop(columns=["stream_id"])
+        identity = {"experiment": experiment, **p.labels, "stream_id": p.spec.stream_id,
+                    "stream_name": p.spec.name, "round_size": p.spec.round_size}
+        frames.append(rounds.assign(**identity)[list(identity) + list(rounds.columns)])
+    return pd.concat(frames, ignore_index=True)

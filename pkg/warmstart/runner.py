@@ -33,8 +33,12 @@ RUN_FILES = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
+        torch.backends.cudnn.benchmark = True
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -62,10 +66,16 @@ def run_training(spec: RunSpec, data: DeviceData, split, parent_state: dict | No
         model, spec.optimizer,
         data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx],
         batch_size=spec.batch_size, stop=spec.stop, seed=spec.seed,
-        checkpointing=checkpointing, log=log,
+        checkpointing=checkpointing, log=log, engine=spec.engine,
     )
+    return model, result, run_metrics(spec, result, model, len(train_idx), len(val_idx), device)
+
+
+def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: int, n_val: int,
+                device: torch.device) -> dict:
+    """The final metrics of a run (metrics.json), whichever way it was trained."""
     final = result.final
-    metrics = {
+    return {
         "run_id": spec.run_id,
         "name": spec.name,
         "val_acc": final["val_acc"],
@@ -76,14 +86,31 @@ def run_training(spec: RunSpec, data: DeviceData, split, parent_state: dict | No
         "train_time_s": result.train_time_s,
         "converged": result.converged,
         "stopped_by": result.stopped_by,
-        "n_train": int(len(train_idx)),
-        "n_val": int(len(val_idx)),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
         "num_parameters": count_parameters(model),
+        "precision": result.engine.precision,  # what ran: a bf16 spec runs in fp32 where bf16 does not pay
+        "channels_last": result.engine.channels_last,
+        "compiled": result.engine.compile,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    return model, result, metrics
+
+
+def write_run(spec: RunSpec, out_dir: Path, model: nn.Module, result: TrainResult, metrics: dict) -> None:
+    """Write the run directory (RUN_FILES), each file atomically and the model last, then drop the
+    resume checkpoint, which is stale once the run is finished."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(spec.to_dict(), out_dir / "spec.json")
+    save_json(metrics, out_dir / "metrics.json")
+    epochs = pd.DataFrame(result.history)
+    epochs.insert(0, "run_id", spec.run_id)
+    save_parquet(epochs, out_dir / "epochs.parquet")
+    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
+    resume = out_dir / "resume.pt"
+    if resume.exists():
+        os.remove(resume)
 
 
 def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path=None, *,
@@ -96,16 +123,10 @@ def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path
     if log is None:
         def log(msg: str) -> None:
             print(f"[{spec.name}] {msg}", file=sys.stderr, flush=True)
-    if threads:
-        # Snakemake's `threads` bound each job, so parallel jobs do not oversubscribe the cores
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    log(f"device {dev}, {torch.get_num_threads()} CPU threads, spec {spec.run_id}")
+    dev = setup_job(device, threads, log)
     data = load_prepared(data_path, dev)
     split = load_split(split_path)
-    parent_state = None
-    if spec.parent is not None and parent_model_path is not None:
-        parent_state = torch.load(parent_model_path, map_location=dev, weights_only=True)
+    parent_state = load_parent(spec, parent_model_path, dev)
 
     resume_path = out_dir / "resume.pt"
     model, result, metrics = run_training(
@@ -113,15 +134,23 @@ def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path
         checkpointing=Checkpointing(resume_path, every_s=checkpoint_every_s, tag=spec.run_id), log=log)
     metrics["wall_time_s"] = time.time() - started
     metrics["threads"] = torch.get_num_threads()
-
-    save_json(spec.to_dict(), out_dir / "spec.json")
-    save_json(metrics, out_dir / "metrics.json")
-    epochs = pd.DataFrame(result.history)
-    epochs.insert(0, "run_id", spec.run_id)
-    save_parquet(epochs, out_dir / "epochs.parquet")
-    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
-    if resume_path.exists():
-        os.remove(resume_path)
+    write_run(spec, out_dir, model, result, metrics)
     log(f"done: val_acc {metrics['val_acc']:.4f} after {metrics['epochs']} epochs "
         f"({metrics['stopped_by']}), {metrics['train_time_s']:.1f}s training")
     return metrics
+
+
+def setup_job(device: str, threads: int | None, log: Callable[[str], None]) -> torch.device:
+    """Thread count and device of a training job."""
+    if threads:
+        # Snakemake's `threads` bound each job, so parallel jobs do not oversubscribe the cores
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    log(f"device {dev}, {torch.get_num_threads()} CPU threads")
+    return dev
+
+
+def load_parent(spec: RunSpec, parent_model_path, device: torch.device) -> dict | None:
+    if spec.parent is None or parent_model_path is None:
+        return None
+    return torch.load(parent_model_path, map_location=device, weights_only=True)

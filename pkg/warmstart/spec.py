@@ -35,6 +35,10 @@ def _coerce_floats(obj: Any, key: str, *names: str) -> None:
         object.__setattr__(obj, name, float(value))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _freeze_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     # Sorted keys make the canonical JSON (and so the hash) independent of the config's key order.
     return {k: options[k] for k in sorted(options)} if options else {}
@@ -102,7 +106,7 @@ class StopSpec:
     def validate(self, key: str = "stop") -> None:
         _check(self.rule in ("converged", "epochs"), f"{key}.rule", f"must be 'converged' or 'epochs', got {self.rule!r}")
         _check(0 < self.threshold <= 1, f"{key}.threshold", f"must be in (0, 1], got {self.threshold!r}")
-        _check(isinstance(self.max_epochs, int) and self.max_epochs >= 1, f"{key}.max_epochs",
+        _check(_is_int(self.max_epochs) and self.max_epochs >= 1, f"{key}.max_epochs",
                f"must be a positive integer, got {self.max_epochs!r}")
 
     def canonical(self) -> dict[str, Any]:
@@ -125,6 +129,26 @@ class InitSpec:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """How the engine executes a run.
+
+    ``precision`` changes the numbers, so it is part of the run's identity (fp32, the paper's, is the
+    implicit default: runs made before the option existed keep their ids). ``channels_last`` and
+    ``compile`` change speed, not results (up to float rounding), so they are recorded in spec.json and
+    metrics.json but left out of the hash: toggling them does not re-train anything.
+    """
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA; see train.resolve_engine for CPU)
+    channels_last: bool = True  # convolutional models on CUDA only
+    compile: bool = False  # torch.compile the model; pays only for long runs (see benchmarks/)
+
+    def validate(self, key: str = "engine") -> None:
+        _check(self.precision in ("fp32", "bf16"), f"{key}.precision", f"must be 'fp32' or 'bf16', got {self.precision!r}")
+        _check(isinstance(self.channels_last, bool), f"{key}.channels_last", "must be true or false")
+        _check(isinstance(self.compile, bool), f"{key}.compile", "must be true or false")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a training run's results.
 
@@ -143,6 +167,7 @@ class RunSpec:
     validation_fraction: float = 1 / 3
     init: InitSpec = field(default_factory=InitSpec)
     parent: "RunSpec | None" = None
+    engine: EngineSpec = field(default_factory=EngineSpec)
 
     def __post_init__(self) -> None:
         _coerce_floats(self, "", "train_fraction", "validation_fraction")
@@ -154,9 +179,10 @@ class RunSpec:
 
         self.optimizer.validate()
         self.stop.validate()
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+        self.engine.validate()
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
                f"must be a positive integer, got {self.batch_size!r}")
-        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
         _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction!r}")
         _check(0 < self.validation_fraction < 1, "validation_fraction",
                f"must be in (0, 1), got {self.validation_fraction!r}")
@@ -171,7 +197,7 @@ class RunSpec:
     # -- identity -----------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
         """The JSON-able form that defines identity. The parent enters by its own id (a Merkle chain)."""
-        return {
+        identity = {
             "dataset": dataclasses.asdict(self.dataset),
             "model": dataclasses.asdict(self.model),
             "optimizer": dataclasses.asdict(self.optimizer),
@@ -183,6 +209,9 @@ class RunSpec:
             "init": dataclasses.asdict(self.init),
             "parent": None if self.parent is None else self.parent.run_id,
         }
+        if self.engine.precision != "fp32":
+            identity["precision"] = self.engine.precision
+        return identity
 
     @property
     def run_id(self) -> str:
@@ -201,6 +230,8 @@ class RunSpec:
         out = self.canonical()
         out["parent"] = None if self.parent is None else self.parent.to_dict()
         out["stop"] = dataclasses.asdict(self.stop)
+        out.pop("precision", None)
+        out["engine"] = dataclasses.asdict(self.engine)
         out["run_id"] = self.run_id
         return out
 
@@ -220,6 +251,7 @@ class RunSpec:
             validation_fraction=d["validation_fraction"],
             init=InitSpec(**d["init"]),
             parent=None if d.get("parent") is None else cls.from_dict(d["parent"]),
+            engine=EngineSpec(**d.get("engine", {})),
         )
         if "run_id" in d and d["run_id"] != spec.run_id:
             raise SpecError(f"run_id: stored {d['run_id']!r} does not match the spec's hash {spec.run_id!r}")

@@ -6,6 +6,7 @@ so there is no per-step host synchronisation and no per-sample Python.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .io import save_torch
-from .spec import OptimizerSpec, StopSpec
+from .spec import EngineSpec, OptimizerSpec, StopSpec
 
 OPTIMIZERS: dict[str, Callable[[Any, OptimizerSpec], torch.optim.Optimizer]] = {
     # A fresh optimiser per run: the paper resets Adam's state between rounds (its Section 3.5).
@@ -31,11 +32,55 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
     return OPTIMIZERS[spec.name](model.parameters(), spec)
 
 
+# bf16 autocast on the CPU: off. On the development CPU (AVX-512 with bf16 instructions) it was slower
+# than fp32 for these models (benchmarks/README.md), so a bf16 run on a CPU runs in fp32 and its
+# metrics say so. Set True where a CPU gains from it.
+CPU_BF16 = False
+
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    """What the engine actually does on this device for this model (recorded in metrics.json)."""
+
+    autocast: torch.dtype | None = None  # None: plain fp32
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast == torch.bfloat16 else "fp32"
+
+    def context(self, device: torch.device):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast)
+
+
+def resolve_engine(engine: EngineSpec | None, device: torch.device, model: nn.Module) -> ResolvedEngine:
+    if engine is None:
+        return ResolvedEngine()
+    cuda = device.type == "cuda"
+    bf16 = engine.precision == "bf16" and (cuda or CPU_BF16)
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return ResolvedEngine(autocast=torch.bfloat16 if bf16 else None,
+                          channels_last=engine.channels_last and cuda and convolutional,
+                          compile=engine.compile)
+
+
+def prepare_model(model: nn.Module, resolved: ResolvedEngine) -> nn.Module:
+    """Apply the memory format in place; return the module to call (compiled or not). The returned
+    module shares its parameters with ``model``, whose state dict stays the one to save."""
+    if resolved.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if resolved.compile else model
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]]
     stopped_by: str  # "threshold" (reached the training-accuracy threshold), "max_epochs" or "epochs"
     train_time_s: float  # training only: evaluation excluded
+    engine: "ResolvedEngine" = field(default_factory=lambda: ResolvedEngine())
 
     @property
     def converged(self) -> bool:
@@ -56,14 +101,16 @@ class Checkpointing:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096,
+             resolved: ResolvedEngine = ResolvedEngine()) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on (x, y), in eval mode, in large batches, one host sync."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
+        with resolved.context(x.device):
+            logits = model(_formatted(x[start:start + batch_size], resolved))
         yb = y[start:start + batch_size]
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
@@ -72,17 +119,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / n, correct.item() / n
 
 
+def _formatted(xb: torch.Tensor, resolved: ResolvedEngine) -> torch.Tensor:
+    return xb.contiguous(memory_format=torch.channels_last) if resolved.channels_last and xb.dim() == 4 else xb
+
+
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                perm: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                perm: torch.Tensor, batch_size: int,
+                resolved: ResolvedEngine = ResolvedEngine()) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over ``perm`` in batches; returns the summed loss and correct count as device scalars
     (read them once, after the epoch: reading per step would synchronise the host every step)."""
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(perm), batch_size):
         idx = perm[start:start + batch_size]
-        xb, yb = x[idx], y[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        xb, yb = _formatted(x[idx], resolved), y[idx]
+        with resolved.context(x.device):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,15 +165,22 @@ def train(
     log: Callable[[str], None] | None = print,
     log_every_s: float = 10.0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    evaluate_every_epoch: bool = True,
+    engine: EngineSpec | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (x_train, y_train) and evaluate on (x_val, y_val) after every epoch.
 
     Training accuracy is the running accuracy over the epoch in train mode, as in the authors' code;
-    it is what the ``converged`` stop rule compares with the threshold.
+    it is what the ``converged`` stop rule compares with the threshold. With ``evaluate_every_epoch``
+    off, only the last epoch is evaluated (its record has the validation metrics, earlier ones NaN): for
+    online rounds, where only each round's final model is reported. ``engine`` selects precision,
+    memory format and compilation (see EngineSpec); what was applied is in the result's ``engine``.
     """
     device = x_train.device
     n = len(x_train)
     opt = build_optimizer(model, optimizer)
+    resolved = resolve_engine(engine, device, model)
+    step_model = prepare_model(model, resolved)
     # Batch order has its own generator, so it depends only on the seed and not on how the model was made
     order_gen = torch.Generator().manual_seed(2 * seed + 1)
     history: list[dict[str, float]] = []
@@ -147,17 +207,24 @@ def train(
             break
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=order_gen).to(device, non_blocking=True)
-        loss_sum, correct = train_epoch(model, opt, x_train, y_train, perm, batch_size)
+        loss_sum, correct = train_epoch(step_model, opt, x_train, y_train, perm, batch_size, resolved)
         _synchronize(device)
         epoch_time = time.perf_counter() - t0
         train_time_s += epoch_time
         samples_seen += n
 
-        val_loss, val_acc = evaluate(model, x_val, y_val, eval_batch_size)
+        train_acc = correct.item() / n
+        if stop.rule == "converged" and train_acc >= stop.threshold:
+            stopped_by = "threshold"
+        last = epoch + 1 == stop.max_epochs or stopped_by == "threshold"
+        if evaluate_every_epoch or last:
+            val_loss, val_acc = evaluate(step_model, x_val, y_val, eval_batch_size, resolved)
+        else:
+            val_loss = val_acc = float("nan")
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / n,
-            "train_acc": correct.item() / n,
+            "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "epoch_time_s": epoch_time,
@@ -166,11 +233,8 @@ def train(
         history.append(record)
         if on_epoch:
             on_epoch(record)
-        if stop.rule == "converged" and record["train_acc"] >= stop.threshold:
-            stopped_by = "threshold"
 
         now = time.monotonic()
-        last = epoch + 1 == stop.max_epochs or stopped_by == "threshold"
         if log and (last or now - last_log >= log_every_s):
             log(f"epoch {epoch + 1}/{stop.max_epochs}  train_loss {record['train_loss']:.4f}  "
                 f"train_acc {record['train_acc']:.4f}  val_acc {val_acc:.4f}  train_time {train_time_s:.1f}s")
@@ -181,4 +245,4 @@ def train(
                         "samples_seen": samples_seen, "train_time_s": train_time_s}, checkpointing.path)
             last_checkpoint = now
 
-    return TrainResult(history=history, stopped_by=stopped_by, train_time_s=train_time_s)
+    return TrainResult(history=history, stopped_by=stopped_by, train_time_s=train_time_s, engine=resolved)

@@ -4,6 +4,8 @@
 import json
 
 from warmstart.experiments import run_split_name
+from warmstart.reports import REPORTS
+from warmstart.streams import StreamSpec
 
 RESULTS = config["results_dir"]
 FIGURES = config["figures_dir"]
@@ -14,6 +16,7 @@ ENV = "../envs/warmstart.yaml"
 wildcard_constraints:
     experiment="|".join(PLAN.experiments),
     run="[^/]+",
+    stream="[^/]+",
     dataset_key="[^/]+",
     split="[^/]+",
 
@@ -30,14 +33,28 @@ def run_path(spec, file):
     return f"{RESULTS}/runs/{spec.name}/{file}"
 
 
-def planned_spec(run):
+def stream_path(spec, file):
+    return f"{RESULTS}/streams/{spec.name}/{file}"
+
+
+def planned_spec(name, table="runs"):
     try:
-        return PLAN.runs[run]
+        return getattr(PLAN, table)[name]
     except KeyError:
         raise WorkflowError(
-            f"run {run!r} is not planned by the current config; its directory name must come "
+            f"{name!r} is not planned by the current config; its directory name must come "
             "from an experiment in the config"
         )
+
+
+def is_online(experiment):
+    return any(isinstance(p.spec, StreamSpec) for p in PLAN.experiments[experiment])
+
+
+def result_tables(experiment):
+    """The experiment's parquet tables: rounds for online streams, summary and epochs for runs."""
+    names = ["rounds"] if is_online(experiment) else ["summary", "epochs"]
+    return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in names}
 
 
 # -- input functions and params ------------------------------------------------------------------------
@@ -56,11 +73,26 @@ def run_inputs(wildcards):
     return inputs
 
 
+def stream_inputs(wildcards):
+    spec = planned_spec(wildcards.stream, "streams")
+    return {"data": data_path(spec.round), "split": split_path(spec)}
+
+
 def summary_inputs(wildcards):
     planned = PLAN.experiments[wildcards.experiment]
     return [
         run_path(p.spec, f) for p in planned for f in ("metrics.json", "epochs.parquet")
     ]
+
+
+def rounds_inputs(wildcards):
+    planned = PLAN.experiments[wildcards.experiment]
+    return [stream_path(p.spec, "rounds.parquet") for p in planned]
+
+
+def figure_input(wildcards):
+    table, _ = REPORTS[PLAN.experiment_config[wildcards.experiment]["report"]]
+    return f"{RESULTS}/{wildcards.experiment}/{table}.parquet"
 
 
 def planned_json(wildcards):
@@ -71,10 +103,10 @@ def planned_json(wildcards):
 # -- targets -------------------------------------------------------------------------------------------
 
 
-def experiments_with_report(report_kind):
-    names = [n for n, e in PLAN.experiment_config.items() if e.get("report") == report_kind]
-    # a pattern that matches nothing when no experiment uses this report
-    return "|".join(names) if names else "(?!x)x"
+def experiments_where(keep):
+    """A wildcard pattern matching the experiments for which ``keep(name)`` holds."""
+    names = [n for n in PLAN.experiments if keep(n)]
+    return "|".join(names) if names else "(?!x)x"  # matches nothing when none does
 
 
 def report_targets(name):
@@ -87,6 +119,6 @@ def report_targets(name):
 def all_targets():
     targets = []
     for name in PLAN.experiments:
-        targets += [f"{RESULTS}/{name}/summary.parquet", f"{RESULTS}/{name}/epochs.parquet"]
+        targets += list(result_tables(name).values())
         targets += report_targets(name)
     return targets

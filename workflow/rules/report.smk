@@ -7,6 +7,8 @@ rule summarize:
     output:
         summary=f"{RESULTS}/{{experiment}}/summary.parquet",
         epochs=f"{RESULTS}/{{experiment}}/epochs.parquet",
+    wildcard_constraints:
+        experiment=experiments_where(lambda n: not is_online(n)),
     params:
         runs_dir=f"{RESULTS}/runs",
         planned=planned_json,
@@ -18,6 +20,24 @@ rule summarize:
         "../scripts/summarize.py"
 
 
+rule summarize_streams:
+    input:
+        rounds_inputs,
+    output:
+        rounds=f"{RESULTS}/{{experiment}}/rounds.parquet",
+    wildcard_constraints:
+        experiment=experiments_where(is_online),
+    params:
+        streams_dir=f"{RESULTS}/streams",
+        planned=planned_json,
+    log:
+        f"{RESULTS}/logs/{{experiment}}/summarize.log",
+    conda:
+        ENV
+    script:
+        "../scripts/summarize_streams.py"
+
+
 rule table:
     input:
         f"{RESULTS}/{{experiment}}/summary.parquet",
@@ -26,7 +46,9 @@ rule table:
         md=f"{FIGURES}/{{experiment}}.md",
         pdf=f"{FIGURES}/{{experiment}}.pdf",
     wildcard_constraints:
-        experiment=experiments_with_report("table"),
+        experiment=experiments_where(
+            lambda n: PLAN.experiment_config[n]["report"] == "table"
+        ),
     log:
         f"{RESULTS}/logs/{{experiment}}/table.log",
     conda:
@@ -35,16 +57,20 @@ rule table:
         "../scripts/table.py"
 
 
-rule curves:
+rule figure:
     input:
-        f"{RESULTS}/{{experiment}}/epochs.parquet",
+        figure_input,
     output:
         pdf=f"{FIGURES}/{{experiment}}.pdf",
     wildcard_constraints:
-        experiment=experiments_with_report("curves"),
+        experiment=experiments_where(
+            lambda n: PLAN.experiment_config[n]["report"] != "table"
+        ),
+    params:
+        report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
     log:
-        f"{RESULTS}/logs/{{experiment}}/curves.log",
+        f"{RESULTS}/logs/{{experiment}}/figure.log",
     conda:
         ENV
     script:
-        "../scripts/curves.py"
+        "../scripts/figure.py"

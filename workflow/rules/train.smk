@@ -26,3 +26,25 @@ rule train_run:
         ENV
     script:
         "../scripts/train_run.py"
+
+
+rule train_stream:
+    input:
+        unpack(stream_inputs),
+    output:
+        spec=f"{RESULTS}/streams/{{stream}}/spec.json",
+        rounds=f"{RESULTS}/streams/{{stream}}/rounds.parquet",
+    params:
+        spec=lambda wc: json.dumps(planned_spec(wc.stream, "streams").to_dict()),
+        device=config["device"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["train_gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
+    log:
+        f"{RESULTS}/streams/{{stream}}/train.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train_stream.py"

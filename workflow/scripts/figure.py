@@ -6,9 +6,9 @@ from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
 import pandas as pd  # noqa: E402
 
-from warmstart.reports import plot_learning_curves  # noqa: E402
+from warmstart.reports import REPORTS  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
-plot_learning_curves(pd.read_parquet(sm.input[0]), sm.output.pdf,
-                     title=f"{sm.wildcards.experiment}: warm start vs random init")
+_, draw = REPORTS[sm.params.report]
+draw(pd.read_parquet(sm.input[0]), sm.output.pdf, title=f"{sm.wildcards.experiment}: warm start vs random init")

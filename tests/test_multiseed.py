@@ -1,0 +1,198 @@
+"""Stacked multi-seed training: each seed of a stacked job gives what its own run gives, within float
+tolerance, and its run directory gets the same files."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from warmstart.datasets import DeviceData, load_raw
+from warmstart.io import save_torch
+from warmstart.multiseed import check_stackable, execute_runs_stacked, run_training_stacked
+from warmstart.runner import RUN_FILES, execute_run, run_training
+from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.splits import make_split, save_split
+
+SEEDS = (0, 1, 2)
+DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
+FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    return load_raw("mnist1d", tmp_path_factory.mktemp("mnist1d"), num_samples=1000)
+
+
+@pytest.fixture(scope="module")
+def data(raw):
+    return DeviceData(raw.x_train.float(), raw.y_train, raw.x_test.float(), raw.y_test,
+                      raw.num_classes, raw.input_shape)
+
+
+def spec(seed, *, arch="mlp", optimizer=OptimizerSpec("adam", lr=0.01), stop=StopSpec("converged", 0.9, 30),
+         **fields) -> RunSpec:
+    options = {"hidden": 32} if arch == "mlp" else {}
+    return RunSpec(DATASET, ModelSpec(arch, options), optimizer, batch_size=64, stop=stop, seed=seed, **fields)
+
+
+def splits_for(specs, data):
+    return [make_split(len(data.x_train), s.seed, s.validation_fraction) for s in specs]
+
+
+def separate(specs, data, splits, parents):
+    return [run_training(s, data, sp, p, log=None) for s, sp, p in zip(specs, splits, parents)]
+
+
+def assert_same(stacked, single):
+    """Same epochs and stop reason, per-epoch metrics within tolerance, final weights allclose."""
+    for (m1, r1, x1), (m2, r2, x2) in zip(stacked, single, strict=True):
+        assert type(m1) is type(m2) and [type(m) for m in m1.modules()] == [type(m) for m in m2.modules()]
+        assert len(r1.history) == len(r2.history) and r1.stopped_by == r2.stopped_by
+        n_train, n_val = x2["n_train"], x2["n_val"]
+        for a, b in zip(r1.history, r2.history):
+            assert a.keys() == b.keys()
+            assert a["epoch"] == b["epoch"] and a["samples_seen"] == b["samples_seen"]
+            assert abs(a["train_acc"] - b["train_acc"]) <= 1 / n_train + 1e-12
+            assert abs(a["val_acc"] - b["val_acc"]) <= 1 / n_val + 1e-12
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        s1, s2 = m1.state_dict(), m2.state_dict()
+        assert s1.keys() == s2.keys()
+        for k in s1:
+            torch.testing.assert_close(s1[k], s2[k], atol=1e-5, rtol=1e-4)
+        assert x1.keys() == x2.keys()
+        for k in x1:
+            if k not in ("train_time_s", *FIELDS):
+                assert x1[k] == x2[k], k
+
+
+def check(specs, data, parents=None, **kw):
+    parents = parents or [None] * len(specs)
+    splits = splits_for(specs, data)
+    stacked = run_training_stacked(specs, data, splits, parents, log=None, **kw)
+    single = separate(specs, data, splits, parents)
+    assert_same(stacked, single)
+    return stacked
+
+
+# -- equivalence ------------------------------------------------------------------------------------------
+
+def test_mlp_adam_seeds_stopping_at_different_epochs_match_their_own_runs(data):
+    # weight decay too: a seed that stopped must not be moved by Adam's decay or moments afterwards
+    specs = [spec(s, optimizer=OptimizerSpec("adam", lr=0.01, weight_decay=1e-3)) for s in SEEDS]
+    out = check(specs, data)
+    epochs = [len(r.history) for _, r, _ in out]
+    assert all(r.stopped_by == "threshold" for _, r, _ in out)
+    assert len(set(epochs)) > 1, epochs  # the point of the test: seeds finish at different epochs
+
+
+def test_mlp_plain_sgd_for_a_fixed_number_of_epochs(data):
+    specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.1), stop=StopSpec("epochs", max_epochs=6)) for s in SEEDS]
+    out = check(specs, data)
+    assert all(r.stopped_by == "epochs" and len(r.history) == 6 for _, r, _ in out)
+
+
+def test_mlp_sgd_with_momentum_seeds_stopping_at_different_epochs(data):
+    # the seed in the middle row stops first: the momentum buffers of the others must be sliced right
+    specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.03, momentum=0.9, weight_decay=1e-3),
+                  stop=StopSpec("converged", 0.45, 30)) for s in SEEDS]
+    out = check(specs, data)
+    assert all(r.stopped_by == "threshold" for _, r, _ in out)
+    assert len({len(r.history) for _, r, _ in out}) > 1
+
+
+@pytest.mark.parametrize("optimizer", [OptimizerSpec("sgd", lr=0.1), OptimizerSpec("adam", lr=0.01)])
+def test_logreg_that_hits_the_epoch_cap(data, optimizer):
+    specs = [spec(s, arch="logreg", optimizer=optimizer, stop=StopSpec("converged", 0.99, 8)) for s in SEEDS]
+    out = check(specs, data)
+    assert all(r.stopped_by == "max_epochs" and len(r.history) == 8 for _, r, _ in out)
+
+
+def test_vmap_method_matches_too(data):
+    specs = [spec(s, stop=StopSpec("converged", 0.7, 15)) for s in SEEDS[:2]]
+    check(specs, data, method="vmap")
+
+
+def test_warm_children_with_per_seed_parents_match_their_own_runs(data):
+    stop = StopSpec("converged", 0.9, 20)
+    parents = [spec(s, train_fraction=0.5, stop=stop) for s in SEEDS]
+    parent_out = run_training_stacked(parents, data, splits_for(parents, data), [None] * 3, log=None)
+    states = [{k: v.clone() for k, v in m.state_dict().items()} for m, _, _ in parent_out]
+    children = [spec(p.seed, init=InitSpec("warm"), parent=p, stop=stop) for p in parents]
+    out = check(children, data, parents=states)
+    # it did start from the parent: its first epoch is far more accurate than the parent's first
+    for (_, child, _), (_, parent, _) in zip(out, parent_out):
+        assert child.history[0]["train_acc"] > parent.history[0]["train_acc"] + 0.1
+
+
+def test_parameters_of_the_returned_models_are_not_shared_with_each_other(data):
+    specs = [spec(s, stop=StopSpec("epochs", max_epochs=1)) for s in SEEDS[:2]]
+    (m0, _, _), (m1, _, _) = run_training_stacked(specs, data, splits_for(specs, data), [None, None], log=None)
+    assert not torch.equal(m0[1].weight, m1[1].weight)
+    m0[1].weight.data.zero_()
+    assert m1[1].weight.abs().sum() > 0
+
+
+# -- preconditions ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("other", [
+    spec(1, optimizer=OptimizerSpec("adam", lr=0.02)),
+    spec(1, arch="logreg"),
+    spec(1, train_fraction=0.5),
+    spec(1, stop=StopSpec("converged", 0.9, 31)),
+    spec(0),  # a duplicate seed
+])
+def test_specs_that_differ_in_more_than_the_seed_are_refused(other):
+    with pytest.raises(ValueError):
+        check_stackable([spec(0), other])
+
+
+def test_parents_must_differ_only_in_their_seed():
+    p0, p1 = spec(0, train_fraction=0.5), spec(1, train_fraction=0.5, optimizer=OptimizerSpec("adam", lr=0.02))
+    children = [spec(p.seed, init=InitSpec("warm"), parent=p) for p in (p0, p1)]
+    with pytest.raises(ValueError, match="parent"):
+        check_stackable(children)
+    check_stackable([children[0], spec(1, init=InitSpec("warm"), parent=spec(1, train_fraction=0.5))])
+
+
+def test_unstackable_models_and_mismatched_inputs_are_refused(data):
+    resnets = [RunSpec(DATASET, ModelSpec("resnet18", {"width": 4}), OptimizerSpec("adam", lr=0.01), 64,
+                       StopSpec(), s) for s in SEEDS[:2]]
+    with pytest.raises(ValueError, match="arch"):
+        run_training_stacked(resnets, data, splits_for(resnets, data), [None, None], log=None)
+    specs = [spec(s) for s in SEEDS[:2]]
+    with pytest.raises(ValueError):
+        run_training_stacked(specs, data, splits_for(specs, data)[:1], [None, None], log=None)
+
+
+# -- files ------------------------------------------------------------------------------------------------
+
+def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path):
+    data_path = tmp_path / "data.pt"
+    save_torch({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
+                "num_classes": raw.num_classes, "classes": raw.classes, "input_shape": list(raw.input_shape),
+                "name": "mnist1d", "options": dict(DATASET.options)}, data_path)
+    specs = [spec(s, stop=StopSpec("converged", 0.7, 10)) for s in SEEDS[:2]]
+    split_paths = []
+    for s in specs:
+        split_paths.append(tmp_path / f"split{s.seed}.pt")
+        save_split(make_split(len(raw.x_train), s.seed), split_paths[-1])
+    stacked_dirs = [tmp_path / "stacked" / s.name for s in specs]
+    execute_runs_stacked(specs, data_path, split_paths, stacked_dirs, device="cpu", threads=1, log=lambda m: None)
+    single_dir = tmp_path / "single" / specs[1].name
+    execute_run(specs[1], data_path, split_paths[1], single_dir, device="cpu", threads=1, log=lambda m: None)
+
+    for d in stacked_dirs:
+        assert sorted(p.name for p in d.iterdir()) == sorted(RUN_FILES)
+    a, b = stacked_dirs[1], single_dir
+    assert json.loads((a / "spec.json").read_text()) == json.loads((b / "spec.json").read_text())
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert set(mb) <= set(ma) and ma["epochs"] == mb["epochs"] and ma["run_id"] == mb["run_id"]
+    ea, eb = pd.read_parquet(a / "epochs.parquet"), pd.read_parquet(b / "epochs.parquet")
+    assert list(ea.columns) == list(eb.columns) and len(ea) == len(eb)
+    pd.testing.assert_frame_equal(ea.drop(columns="epoch_time_s"), eb.drop(columns="epoch_time_s"), rtol=1e-4)
+    wa, wb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
