@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -42,7 +43,7 @@ from torchvision import transforms
 
 from warmstart.models import build_model, count_parameters
 from warmstart.spec import ModelSpec, OptimizerSpec
-from warmstart.train import build_optimizer, train_epoch
+from warmstart.train import ResolvedEngine, build_optimizer, prepare_model, train_epoch
 
 BATCH = 128
 NUM_CLASSES = 10
@@ -141,19 +142,6 @@ def loader_only(loader: DataLoader, device: torch.device) -> int:
 
 # -- engine path --------------------------------------------------------------------------------------
 
-class AutocastForward(nn.Module):
-    """bf16 autocast around the forward; logits come back as fp32, which is what autocast would give the
-    cross-entropy (an fp32 op) had the loss been inside the region. Not an option of the library yet."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x):
-        with torch.autocast("cuda", dtype=self.dtype):
-            return self.model(x).float()
-
-
 def to_device_normalised(x_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Once per run, as ``load_prepared`` does: uint8 to the device first, then (x/255 - 0.5)/0.5."""
     return x_u8.to(device).float().div_(255).sub_(0.5).div_(0.5)
@@ -196,10 +184,22 @@ def measure_peak_flops(device: torch.device, quick: bool) -> dict[str, float]:
     return peaks
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
-    precision: str  # "fp32" or "bf16"
+    """One engine configuration, as the library applies it (``train.ResolvedEngine``)."""
+
+    precision: str = "fp32"  # "fp32" or "bf16"
     channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def key(self) -> str:
+        return "+".join([self.precision] + ["cl"] * self.channels_last + ["compile"] * self.compile)
+
+    @property
+    def engine(self) -> ResolvedEngine:
+        return ResolvedEngine(autocast=torch.bfloat16 if self.precision == "bf16" else None,
+                              channels_last=self.channels_last, compile=self.compile)
 
 
 def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: int, warmup: int,
@@ -223,37 +223,37 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
     y_dev = y.to(device)
     sync(device)
     setup_s = time.perf_counter() - t0
-    x_dev_cl = (x_dev.contiguous(memory_format=torch.channels_last)
-                if any(v.channels_last for v in variants) else None)
     indices = np.arange(n)
     warm_idx = indices[:warmup * BATCH]
 
-    def fresh(variant: Variant | None) -> tuple[nn.Module, torch.optim.Optimizer]:
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         model = copy.deepcopy(base)
         model.load_state_dict(init_state)
         model.to(device)
-        if variant is not None and variant.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if variant is not None and variant.precision == "bf16":
-            model = AutocastForward(model)
         model.train()
         return model, build_optimizer(model, opt_spec)
 
+    warmup_s: dict[str, list[float]] = {v.key: [] for v in variants}
+
     def run_engine(variant: Variant, rep: int) -> float:
-        model, opt = fresh(variant)
-        x = x_dev_cl if variant.channels_last else x_dev
+        """The library's own path: prepare_model (memory format, compile) and train_epoch (autocast)."""
+        model, opt = fresh()
+        step_model = prepare_model(model, variant.engine)
         wperm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1000 + rep))
-        train_epoch(model, opt, x, y_dev, wperm[:warmup * BATCH].to(device), BATCH)  # warm-up
+        t0 = time.perf_counter()
+        train_epoch(step_model, opt, x_dev, y_dev, wperm[:warmup * BATCH].to(device), BATCH, variant.engine)
+        sync(device)
+        warmup_s[variant.key].append(time.perf_counter() - t0)  # includes compilation, if any
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + rep)).to(device)
         sync(device)
         t0 = time.perf_counter()
-        loss_sum, correct = train_epoch(model, opt, x, y_dev, perm, BATCH)
+        loss_sum, correct = train_epoch(step_model, opt, x_dev, y_dev, perm, BATCH, variant.engine)
         loss_sum.item(), correct.item()  # read once, at the end
         sync(device)
         return n / (time.perf_counter() - t0)
 
     def run_reference(rep: int) -> float:
-        model, opt = fresh(None)
+        model, opt = fresh()
         reference_epoch(model, opt, reference_loader(data_hwc, targets, warm_idx, seed + 1000 + rep, num_workers),
                         device)  # warm-up
         loader = reference_loader(data_hwc, targets, indices, seed + rep, num_workers)
@@ -263,7 +263,7 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
         sync(device)
         return n / (time.perf_counter() - t0)
 
-    eng: dict[str, list[float]] = {v.precision + ("+cl" if v.channels_last else ""): [] for v in variants}
+    eng: dict[str, list[float]] = {v.key: [] for v in variants}
     ref: list[float] = []
     for rep in range(reps):
         order = ["engine", "reference"] if rep % 2 == 0 else ["reference", "engine"]  # alternate the order too
@@ -274,9 +274,8 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
                 line.append(f"reference {ref[-1]:9.1f}")
             else:
                 for v in variants:
-                    key = v.precision + ("+cl" if v.channels_last else "")
-                    eng[key].append(run_engine(v, rep))
-                    line.append(f"engine[{key}] {eng[key][-1]:9.1f}")
+                    eng[v.key].append(run_engine(v, rep))
+                    line.append(f"engine[{v.key}] {eng[v.key][-1]:9.1f}")
         log(f"[{name}] rep {rep + 1}/{reps}: " + "  ".join(line) + "  samples/s")
 
     extra = {}
@@ -301,10 +300,21 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
     rows = []
     ref_med = statistics.median(ref)
     for v in variants:
-        key = v.precision + ("+cl" if v.channels_last else "")
-        eng_med = statistics.median(eng[key])
+        eng_med = statistics.median(eng[v.key])
+        if v.compile:
+            # what compiling costs up front, against what it saves per sample afterwards
+            plain = next((u for u in variants if u == Variant(v.precision, v.channels_last)), None)
+            extra["compile_s"] = round(statistics.median(warmup_s[v.key]) - (
+                statistics.median(warmup_s[plain.key]) if plain else 0.0), 2)
+            if plain and eng_med > statistics.median(eng[plain.key]):
+                saved_per_sample = 1 / statistics.median(eng[plain.key]) - 1 / eng_med
+                extra["compile_pays_after_samples"] = round(extra["compile_s"] / saved_per_sample)
+            else:
+                extra["compile_pays_after_samples"] = None  # never: compiled is not faster
+            log(f"[{name}] compile: {extra['compile_s']:.1f} s up front; pays after "
+                f"{extra['compile_pays_after_samples'] or 'never (not faster)'} samples")
         rows.append({
-            "case": name, "device": device.type, "precision": key if v.channels_last else v.precision,
+            "case": name, "device": device.type, "precision": v.key,
             "engine_samples_per_s": round(eng_med, 1), "reference_samples_per_s": round(ref_med, 1),
             "ratio": round(eng_med / ref_med, 2), "steps": steps, "batch_size": BATCH, "reps": reps,
             "optimizer": opt_spec.name, "threads": torch.get_num_threads(), "num_workers": num_workers,
@@ -336,6 +346,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="reference DataLoader workers (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-bf16", action="store_true", help="CUDA: skip the bf16 + channels_last engine row")
+    p.add_argument("--bf16", action="store_true",
+                   help="CPU: add a bf16-autocast engine row (to decide warmstart.train.CPU_BF16)")
+    p.add_argument("--compile", action="store_true",
+                   help="add a torch.compile engine row and report its compile time and break-even point")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the reference data path alone (loader + transfer, no model)")
     p.add_argument("--seed", type=int, default=0)
@@ -364,14 +378,17 @@ def main(argv=None, log=print) -> list[dict]:
     log(f"data: random synthetic uint8 images (not a real dataset), {NUM_CLASSES} classes; batch {BATCH}; "
         f"optimizer {opt_spec.name} lr {opt_spec.lr:g}; reference DataLoader num_workers {args.num_workers}")
 
-    variants = [Variant("fp32")]
-    if device.type == "cuda" and not args.no_bf16:
-        variants.append(Variant("bf16"))
+    bf16 = (device.type == "cuda" and not args.no_bf16) or (device.type == "cpu" and args.bf16)
 
     rows: list[dict] = []
     for name in cases:
         case = CASES[name]
-        vs = [Variant(v.precision, channels_last=(v.precision == "bf16" and case.arch == "resnet18")) for v in variants]
+        conv_cuda = device.type == "cuda" and case.arch == "resnet18"
+        vs = [Variant("fp32")]
+        if bf16:
+            vs.append(Variant("bf16", channels_last=conv_cuda))  # the engine's best options on this device
+        if args.compile:  # compiled on top of the device's best options: bf16 on CUDA, fp32 on CPU
+            vs.append(dataclasses.replace(vs[-1] if device.type == "cuda" else vs[0], compile=True))
         steps = args.steps or case.steps[mode]
         rows += bench_case(name, case, device, steps, reps, warmup, opt_spec, args.num_workers, vs,
                            args.breakdown, args.seed, log)
@@ -386,7 +403,7 @@ def main(argv=None, log=print) -> list[dict]:
                 continue
             projected = EPOCH_IMAGES / r["engine_samples_per_s"]
             # fp32 on CUDA: cuDNN convolutions use TF32 by default, so show both floors
-            keys = ["bf16"] if r["precision"].startswith("bf16") else [k for k in ("fp32", "tf32") if k in peaks]
+            keys = ["bf16"] if r["precision"].startswith("bf16") and "bf16" in peaks else [k for k in ("fp32", "tf32") if k in peaks]
             for k in keys:
                 floor = RESNET64_EPOCH_FLOP / peaks[k]
                 log(f"  engine {r['precision']:8s} projected epoch {projected:9.1f} s  vs floor at {k} peak "

@@ -2,6 +2,7 @@
 tolerance, and its run directory gets the same files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -10,9 +11,9 @@ import torch
 
 from warmstart.datasets import DeviceData, load_raw
 from warmstart.io import save_torch
-from warmstart.multiseed import check_stackable, execute_runs_stacked, run_training_stacked
+from warmstart.multiseed import check_stackable, execute_runs_stacked, plan_stacks, run_training_stacked
 from warmstart.runner import RUN_FILES, execute_run, run_training
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.spec import DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
 from warmstart.splits import make_split, save_split
 
 SEEDS = (0, 1, 2)
@@ -196,3 +197,34 @@ def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path)
     pd.testing.assert_frame_equal(ea.drop(columns="epoch_time_s"), eb.drop(columns="epoch_time_s"), rtol=1e-4)
     wa, wb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+# -- planning stacks --------------------------------------------------------------------------------------
+
+def test_a_stack_holds_the_seeds_of_one_condition_and_nothing_else():
+    conditions = [dict(), dict(optimizer=OptimizerSpec("adam", lr=0.02)), dict(arch="logreg")]
+    specs = [spec(s, **c) for c in conditions for s in SEEDS]
+    resnets = [RunSpec(DATASET, ModelSpec("resnet18", {"width": 4}), OptimizerSpec("adam", lr=0.01), 64,
+                       StopSpec(), s) for s in SEEDS]
+    compiled = [dataclasses.replace(spec(s), engine=EngineSpec(compile=True)) for s in SEEDS]
+    stacks = plan_stacks(specs + resnets + compiled)
+    assert len(stacks) == 3
+    for members in stacks.values():
+        assert [s.seed for s in members] == list(SEEDS)
+        check_stackable(members)
+    assert sorted(s.run_id for m in stacks.values() for s in m) == sorted(s.run_id for s in specs)
+
+
+def test_runs_already_done_stay_out_of_stacks_so_a_new_seed_does_not_retrain_the_others():
+    specs = [spec(s) for s in (*SEEDS, 3, 4)]
+    done = {s.run_id for s in specs[:3]}
+    (members,) = plan_stacks(specs, is_done=lambda s: s.run_id in done).values()
+    assert [s.seed for s in members] == [3, 4]
+    # a lone seed left to do is no stack: it trains as a single run
+    assert plan_stacks(specs, is_done=lambda s: s.seed != 4) == {}
+
+
+def test_a_stack_name_changes_with_its_seeds():
+    a = plan_stacks([spec(s) for s in SEEDS])
+    b = plan_stacks([spec(s) for s in SEEDS[:2]])
+    assert set(a).isdisjoint(b)

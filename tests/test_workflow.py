@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 
 from warmstart.config import check_config
 from warmstart.experiments import ConfigError, plan_experiments
+from warmstart.runner import RUN_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -37,8 +39,18 @@ def planned_jobs(workdir: Path, config: dict, rule: str = "train_run", wildcard:
             for m in [re.search(rf"wildcards: {wildcard}=(\S+)", b)] if m}
 
 
-def planned_training_runs(workdir: Path, config: dict) -> set[str]:
-    return planned_jobs(workdir, config)
+def dry_run_outputs(workdir: Path, config: dict) -> str:
+    return snakemake(workdir, config, "-n").stdout
+
+
+def planned_training_runs(workdir: Path, config: dict, out: str | None = None) -> set[str]:
+    """Runs a dry run would train: alone (train_run) or in a stack of seeds (train_stack_*)."""
+    out = out if out is not None else dry_run_outputs(workdir, config)
+    return set(re.findall(r"runs/([^/\s,]+)/model\.pt", out))
+
+
+def planned_stacks(out: str) -> list[str]:
+    return re.findall(r"^rule (train_stack_\w+):", out, flags=re.M)
 
 
 def planned_streams(workdir: Path, config: dict) -> set[str]:
@@ -144,7 +156,10 @@ def test_two_experiments_needing_the_same_phase1_run_share_it():
 def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
     out = snakemake(tmp_path, paper_config(), "-n").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert int(counts["train_run"]) == 333
+    assert len(planned_training_runs(tmp_path, paper_config(), out)) == 333
+    # the mlp and logreg runs of table1 go in stacks of 5 seeds: 2 models x 3 datasets x 2 optimizers x
+    # (phase 1, warm, random); the rest (resnet18) are single jobs
+    assert len(planned_stacks(out)) == 36 and int(counts["train_run"]) == 333 - 36 * 5
     assert int(counts["train_stream"]) == 30
     assert int(counts["prepare_dataset"]) == 3
     assert int(counts["make_split"]) == 15  # 3 datasets x 5 seeds, shared by all models and optimisers
@@ -267,6 +282,25 @@ def test_a_new_stream_seed_schedules_only_that_seeds_streams(finished_workdir):
     scheduled = planned_streams(finished_workdir, config)
     assert len(scheduled) == 2 and all("_s1_" in name for name in scheduled)
     assert planned_training_runs(finished_workdir, config) == set()
+
+
+def test_the_seeds_of_an_mlp_or_logreg_condition_train_in_one_stacked_job(finished_workdir):
+    summary = pd.read_parquet(finished_workdir / "results" / "table1" / "summary.parquet")
+    runs = finished_workdir / "results" / "runs"
+    assert (summary["stacked_seeds"] == 2).all()  # table1's two seeds, trained together
+    for name in summary["run_name"]:
+        assert set(RUN_FILES) <= {p.name for p in (runs / name).iterdir()}
+        assert json.loads((runs / name / "metrics.json").read_text())["stacked_seeds"] == 2
+    fig1 = pd.read_parquet(finished_workdir / "results" / "fig1" / "summary.parquet")
+    assert (fig1["stacked_seeds"] == 1).all()  # one seed: a single run
+
+
+def test_without_stacking_every_run_is_its_own_job(tmp_path):
+    config = tiny_config()
+    config["stack_seeds"] = False
+    out = dry_run_outputs(tmp_path, config)
+    assert planned_stacks(out) == [] and len(planned_jobs(tmp_path, config)) == len(planned_training_runs(
+        tmp_path, config, out))
 
 
 def test_adding_a_seed_schedules_only_that_seeds_runs(finished_workdir):

@@ -39,7 +39,7 @@ from torch import nn
 
 from .datasets import DeviceData, load_prepared
 from .runner import initial_model, load_parent, run_metrics, setup_job, write_run
-from .spec import RunSpec
+from .spec import RunSpec, short_hash
 from .splits import Split, load_split
 from .train import OPTIMIZERS, ResolvedEngine, TrainResult, _synchronize, resolve_engine
 
@@ -76,6 +76,41 @@ def check_stackable(specs: Sequence[RunSpec]) -> None:
     seeds = [s.seed for s in specs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"stacked specs must have distinct seeds, got {seeds}")
+
+
+def stackable(spec: RunSpec) -> bool:
+    return spec.model.arch in STACKABLE_ARCHS and not spec.engine.compile
+
+
+def plan_stacks(specs: Sequence[RunSpec], is_done: Callable[[RunSpec], bool] = lambda spec: False,
+                min_seeds: int = 2) -> dict[str, list[RunSpec]]:
+    """Group the runs still to do into stacks: the stackable runs of one condition at distinct seeds.
+
+    Runs already done (``is_done``) are left out, so a seed added to the config later stacks only the
+    new seed's runs (or, being alone, trains as a single run) and never retrains the others. A condition
+    with fewer than ``min_seeds`` runs to do gets no stack. Returns ``{stack name: specs by seed}``; the
+    name is readable and unique through a hash of the condition and the seeds.
+    """
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        if stackable(spec) and not is_done(spec):
+            groups.setdefault(_condition_key(spec), []).append(spec)
+    stacks = {}
+    for members in groups.values():
+        members = sorted({s.seed: s for s in members}.values(), key=lambda s: s.seed)
+        if len(members) < min_seeds:
+            continue
+        first = members[0]
+        frac = f"{first.train_fraction:g}".replace(".", "p")
+        digest = short_hash({"condition": _seedless(first), "seeds": [s.seed for s in members]}, 10)
+        name = (f"{first.dataset.name}_{first.model.arch}_{first.optimizer.name}_{first.init.strategy}"
+                f"_f{frac}_x{len(members)}_{digest}")
+        stacks[name] = members
+    return stacks
+
+
+def _condition_key(spec: RunSpec) -> str:
+    return short_hash({"condition": _seedless(spec), "engine": spec.engine.__dict__}, 16)
 
 
 # -- the stacked model ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
   val_acc, val_loss, train_acc, train_loss (accuracies are fractions 0-1), epochs, train_time_s
   (training only, evaluation excluded), converged (reached the training-accuracy threshold),
   stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device,
-  precision (what ran: fp32 or bf16)
+  precision (what ran: fp32 or bf16), stacked_seeds (how many seeds trained together in its job; 1: alone)
 ``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
 record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen.
 """
@@ -37,7 +37,8 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
         }
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
                      # runs from before the precision option existed all ran in fp32
-                     "precision": metrics.get("precision", "fp32")})
+                     "precision": metrics.get("precision", "fp32"),
+                     "stacked_seeds": metrics.get("stacked_seeds", 1)})
         epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
         epoch_frames.append(epochs.assign(**identity))
     summary = pd.DataFrame(rows)

@@ -3,13 +3,30 @@
 # gets a new directory and an unchanged one keeps its results.
 import json
 
+from pathlib import Path
+
 from warmstart.experiments import run_split_name
+from warmstart.multiseed import plan_stacks
 from warmstart.reports import REPORTS
+from warmstart.runner import RUN_FILES
 from warmstart.streams import StreamSpec
 
 RESULTS = config["results_dir"]
 FIGURES = config["figures_dir"]
 ENV = "../envs/warmstart.yaml"
+
+
+# The mlp/logreg runs still to do are stacked by condition: one job trains all their seeds at once
+# (warmstart.multiseed). Runs already done stay out, so a seed added later does not retrain the others.
+STACKS = (
+    plan_stacks(
+        PLAN.runs.values(),
+        is_done=lambda spec: Path(f"{RESULTS}/runs/{spec.name}/model.pt").exists(),
+    )
+    if config["stack_seeds"]
+    else {}
+)
+STACKED_RUNS = {spec.name for specs in STACKS.values() for spec in specs}
 
 
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
@@ -71,6 +88,23 @@ def run_inputs(wildcards):
     if spec.parent is not None:
         inputs["parent"] = run_path(spec.parent, "model.pt")
     return inputs
+
+
+def stack_inputs(specs):
+    """Named inputs of a stack job: the data, then per seed its split and (warm runs) its parent."""
+    inputs = {"data": data_path(specs[0])}
+    for spec in specs:
+        inputs[f"split_s{spec.seed}"] = split_path(spec)
+        if spec.parent is not None:
+            inputs[f"parent_s{spec.seed}"] = run_path(spec.parent, "model.pt")
+    return inputs
+
+
+def single_run_pattern():
+    """Run names train_run may make: any but those of a stack, which its stack rule makes."""
+    if not STACKED_RUNS:
+        return "[^/]+"
+    return "(?!(?:" + "|".join(sorted(STACKED_RUNS)) + ")(?:/|$))[^/]+"
 
 
 def stream_inputs(wildcards):

@@ -24,8 +24,38 @@ rule train_run:
         f"{RESULTS}/runs/{{run}}/train.log",
     conda:
         ENV
+    wildcard_constraints:
+        run=single_run_pattern(),
     script:
         "../scripts/train_run.py"
+
+
+# One job per stack (see STACKS in common.smk): the same files per run as train_run writes. These
+# rules are made in a loop because a stack's outputs, one directory per seed, are a list, not a pattern.
+for stack_name, stack_specs in STACKS.items():
+
+    rule:
+        name:
+            f"train_stack_{stack_name}"
+        input:
+            **stack_inputs(stack_specs),
+        output:
+            [run_path(spec, f) for spec in stack_specs for f in RUN_FILES],
+        params:
+            specs=json.dumps([spec.to_dict() for spec in stack_specs]),
+            out_dirs=[run_path(spec, "") for spec in stack_specs],
+            device=config["device"],
+        threads: config["resources"]["train_threads"]
+        resources:
+            gpu=config["resources"]["train_gpu"],
+            mem_mb=config["resources"]["train_mem_mb"],
+            runtime=config["resources"]["train_runtime_min"],
+        log:
+            f"{RESULTS}/stacks/{stack_name}.log",
+        conda:
+            ENV
+        script:
+            "../scripts/train_stack.py"
 
 
 rule train_stream:
