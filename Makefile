@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test dry-run lint clean-demo
+.PHONY: venv demo test dry-run lint bench bench-gpu clean-demo
 
 venv: $(STAMP)
 
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo
-	@echo "Demo finished. Table 1: figures/demo/table1.md (also .csv and .pdf); Figure 1: figures/demo/fig1.pdf"
-	@echo "Per-run and per-epoch tables: results/demo/table1/{summary,epochs}.parquet, results/demo/fig1/"
+	@echo "Demo finished. Table 1: figures/demo/table1.md (also .csv and .pdf); figures/demo/fig1.pdf (learning"
+	@echo "curves), fig2/fig9/fig8.pdf (online: random, margin, first-principal-component order), fig3.pdf (transfer)"
+	@echo "Tables: results/demo/<experiment>/{summary,epochs,rounds}.parquet"
 
 test: venv
 	$(BIN)/python -m pytest
@@ -30,6 +31,17 @@ dry-run: venv
 
 lint: venv
 	$(BIN)/snakemake --lint
+
+# Engine vs the authors' data path, stacked seeds vs one run per seed, and the workflow's own planning time
+# (benchmarks/README.md has the results). bench-gpu: the same engine cases on CUDA, fp32 and bf16.
+bench: venv
+	$(BIN)/python benchmarks/bench_engine.py --device cpu --bf16 --compile
+	$(BIN)/python benchmarks/bench_multiseed.py
+	$(BIN)/python benchmarks/bench_plan.py
+
+bench-gpu: venv
+	$(BIN)/python benchmarks/bench_engine.py --device cuda --compile --breakdown
+	$(BIN)/python benchmarks/bench_multiseed.py --device cuda
 
 clean-demo:
 	rm -rf results/demo figures/demo

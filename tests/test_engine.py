@@ -208,3 +208,32 @@ def test_a_checkpoint_with_another_tag_is_ignored(tmp_path):
     assert not any("resumed" in m for m in messages)
     assert metrics(result.history) == metrics(reference.history) and len(result.history) == 4
     assert same_weights(model, reference_model)
+
+
+# -- precision --------------------------------------------------------------------------------------------
+
+def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_condition(monkeypatch, tmp_path):
+    """The demo's phase-1 MLP (MNIST-1D, 10,000 samples, Adam 0.001, to 99% training accuracy), 3 seeds.
+    bf16 autocast is forced on the CPU here, so the test exercises what CUDA runs by default."""
+    from warmstart import train as engine
+    from warmstart.datasets import DeviceData, load_raw
+    from warmstart.runner import run_training
+    from warmstart.spec import DatasetSpec, EngineSpec, RunSpec
+    from warmstart.splits import make_split
+
+    monkeypatch.setattr(engine, "CPU_BF16", True)
+    raw = load_raw("mnist1d", tmp_path, num_samples=10000, seed=42)
+    data = DeviceData(raw.x_train.float(), raw.y_train, raw.x_test.float(), raw.y_test, raw.num_classes,
+                      raw.input_shape)
+    accuracy = {}
+    for precision in ("fp32", "bf16"):
+        runs = []
+        for seed in (0, 1, 2):
+            spec = RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000, "seed": 42}), ModelSpec("mlp"),
+                           OptimizerSpec("adam", lr=0.001), 128, StopSpec("converged", 0.99, 300), seed,
+                           train_fraction=0.5, engine=EngineSpec(precision=precision))
+            _, result, metrics = run_training(spec, data, make_split(len(data.x_train), seed), None, log=None)
+            assert metrics["precision"] == precision  # what ran, not only what was asked
+            runs.append(metrics["val_acc"])
+        accuracy[precision] = sum(runs) / len(runs)
+    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.01, accuracy

@@ -276,6 +276,12 @@ def test_a_finished_workflow_has_nothing_left_to_do(finished_workdir):
     assert "Nothing to be done" in snakemake(finished_workdir, tiny_config(), "-n").stdout
 
 
+def test_settings_that_do_not_change_results_retrain_nothing(finished_workdir):
+    config = tiny_config()
+    config.update(device="cpu", checkpoint_every_s=60, stack_seeds=False)
+    assert "Nothing to be done" in snakemake(finished_workdir, config, "-n").stdout
+
+
 def test_a_new_stream_seed_schedules_only_that_seeds_streams(finished_workdir):
     config = tiny_config()
     config["experiments"]["fig2"]["seeds"] = [0, 1]

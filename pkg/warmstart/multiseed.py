@@ -341,4 +341,6 @@ def execute_runs_stacked(specs: Sequence[RunSpec], data_path, split_paths: Seque
         metrics["stacked_seeds"] = len(specs)
         write_run(spec, Path(out_dir), model, result, metrics)
         all_metrics.append(metrics)
+    log(f"done: {len(specs)} runs in {wall:.1f}s wall, "
+        f"{sum(m['train_time_s'] for m in all_metrics):.1f}s training in all")
     return all_metrics

@@ -9,6 +9,7 @@ not (device, thread count, logging) stays out, so it never invalidates results.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -213,11 +214,12 @@ class RunSpec:
             identity["precision"] = self.engine.precision
         return identity
 
-    @property
+    # Cached: a spec is immutable, and a plan asks for the ids of its runs (and their parents') often
+    @functools.cached_property
     def run_id(self) -> str:
         return short_hash(self.canonical(), 12)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Directory name: readable at a glance, unique through the hash."""
         frac = f"{self.train_fraction:g}".replace(".", "p")

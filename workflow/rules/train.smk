@@ -1,6 +1,8 @@
 # One job per training run. Its inputs (data, split, and the parent's weights for a warm start) and its
-# output directory come from the run's spec; the spec itself reaches the job through params, so the
-# job re-runs if the spec changes even where the hash would not show it.
+# output directory come from the run's spec. The params are functions of the output path (a run's
+# directory is named by the hash of its spec), which Snakemake's params trigger leaves out: a finished
+# run is re-made when its inputs are newer, never because it moved between a stack job and a single
+# job, or because `device` or `checkpoint_every_s` changed (neither changes a result).
 
 
 rule train_run:
@@ -12,9 +14,9 @@ rule train_run:
         epochs=f"{RESULTS}/runs/{{run}}/epochs.parquet",
         model=f"{RESULTS}/runs/{{run}}/model.pt",  # written last
     params:
-        spec=lambda wc: planned_spec(wc.run).to_json(),
-        device=config["device"],
-        checkpoint_every_s=config["checkpoint_every_s"],
+        spec=lambda wildcards, output: planned_spec(wildcards.run).to_json(),
+        device=lambda wildcards, output: config["device"],
+        checkpoint_every_s=lambda wildcards, output: config["checkpoint_every_s"],
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
@@ -42,9 +44,8 @@ for stack_name, stack_specs in STACKS.items():
         output:
             [run_path(spec, f) for spec in stack_specs for f in RUN_FILES],
         params:
-            specs=json.dumps([spec.to_dict() for spec in stack_specs]),
-            out_dirs=[run_path(spec, "") for spec in stack_specs],
-            device=config["device"],
+            specs=lambda wildcards, output, specs=stack_specs: json.dumps([s.to_dict() for s in specs]),
+            device=lambda wildcards, output: config["device"],
         threads: config["resources"]["train_threads"]
         resources:
             gpu=config["resources"]["train_gpu"],
@@ -65,8 +66,8 @@ rule train_stream:
         spec=f"{RESULTS}/streams/{{stream}}/spec.json",
         rounds=f"{RESULTS}/streams/{{stream}}/rounds.parquet",
     params:
-        spec=lambda wc: json.dumps(planned_spec(wc.stream, "streams").to_dict()),
-        device=config["device"],
+        spec=lambda wildcards, output: json.dumps(planned_spec(wildcards.stream, "streams").to_dict()),
+        device=lambda wildcards, output: config["device"],
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],

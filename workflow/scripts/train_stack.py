@@ -16,7 +16,7 @@ execute_runs_stacked(
     data_path=sm.input.data,
     split_paths=[sm.input[f"split_s{s.seed}"] for s in specs],
     parent_model_paths=[sm.input.get(f"parent_s{s.seed}") for s in specs],
-    out_dirs=sm.params.out_dirs,
+    out_dirs=[Path(path).parent for path in sm.output if path.endswith("model.pt")],  # in specs' order
     device=sm.params.device,
     threads=sm.threads,
 )

@@ -1,0 +1,44 @@
+"""The workflow's own cost: planning the paper's config does work in proportion to the number of runs
+(counted in hash computations, not timed), so a bigger config does not make `snakemake -n` crawl."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+import warmstart.spec
+from warmstart.experiments import plan_experiments
+from warmstart.multiseed import plan_stacks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plan_counting_hashes(config: dict, monkeypatch) -> tuple[int, int]:
+    calls = []
+
+    def sha256(data):
+        calls.append(len(data))
+        return hashlib.sha256(data)
+    monkeypatch.setattr(warmstart.spec, "hashlib", SimpleNamespace(sha256=sha256))
+    plan = plan_experiments(config)
+    stacks = plan_stacks(plan.runs.values())
+    names = [spec.name for spec in plan.runs.values()] + [s.name for members in stacks.values() for s in members]
+    assert len(names) >= len(plan.runs)
+    return len(plan.runs) + len(plan.streams), len(calls)
+
+
+def with_seeds(n: int) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for experiment in config["experiments"].values():
+        experiment["seeds"] = list(range(n))
+    return config
+
+
+def test_planning_work_grows_in_proportion_to_the_number_of_runs(monkeypatch):
+    runs_5, hashes_5 = plan_counting_hashes(with_seeds(5), monkeypatch)
+    runs_20, hashes_20 = plan_counting_hashes(with_seeds(20), monkeypatch)
+    assert runs_20 == 4 * runs_5
+    assert hashes_20 <= 4 * hashes_5  # linear (the few per-dataset hashes do not grow at all)
+    assert hashes_5 <= 4 * runs_5  # and a small constant per run
