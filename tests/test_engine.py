@@ -237,3 +237,49 @@ def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_co
             runs.append(metrics["val_acc"])
         accuracy[precision] = sum(runs) / len(runs)
     assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.01, accuracy
+
+
+def test_bf16_on_a_cpu_applies_to_convolutional_models_on_cpus_with_native_bf16(monkeypatch):
+    from warmstart import train as engine
+    from warmstart.spec import EngineSpec
+
+    cpu, bf16 = torch.device("cpu"), EngineSpec(precision="bf16")
+    resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
+    mlp = build_model(ModelSpec("mlp"), (1, 28, 28), 10)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine.resolve_engine(bf16, cpu, resnet).precision == "bf16"
+    assert engine.resolve_engine(bf16, cpu, mlp).precision == "fp32"  # measured slower: runs in fp32
+    assert engine.resolve_engine(EngineSpec(), cpu, resnet).precision == "fp32"  # fp32 stays fp32
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert engine.resolve_engine(bf16, cpu, resnet).precision == "fp32"
+    monkeypatch.setattr(engine, "CPU_BF16", True)  # the override
+    assert engine.resolve_engine(bf16, cpu, mlp).precision == "bf16"
+
+
+def test_channels_last_applies_to_convolutional_models_only():
+    from warmstart.spec import EngineSpec
+    from warmstart.train import resolve_engine
+
+    resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
+    mlp = build_model(ModelSpec("mlp"), (1, 28, 28), 10)
+    cpu = torch.device("cpu")
+    assert resolve_engine(EngineSpec(channels_last=True), cpu, resnet).channels_last
+    assert not resolve_engine(EngineSpec(channels_last=True), cpu, mlp).channels_last
+    assert not resolve_engine(EngineSpec(channels_last=False), cpu, resnet).channels_last
+
+
+def test_a_channels_last_bf16_resnet_trains_and_its_weights_stay_loadable():
+    from warmstart.spec import EngineSpec
+    from warmstart.train import ResolvedEngine
+
+    model = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    result = train(model, OptimizerSpec("adam", lr=0.01), x, y, x, y, batch_size=16,
+                   stop=StopSpec("epochs", max_epochs=2), seed=0, log=None,
+                   engine=EngineSpec(precision="bf16", channels_last=True))
+    assert result.engine.channels_last and len(result.history) == 2
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 master weights
+    fresh = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
+    fresh.load_state_dict(model.state_dict())
+    assert isinstance(result.engine, ResolvedEngine)

@@ -140,7 +140,7 @@ class EngineSpec:
     """
 
     precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA; see train.resolve_engine for CPU)
-    channels_last: bool = True  # convolutional models on CUDA only
+    channels_last: bool = True  # convolutional models only (CUDA and CPU)
     compile: bool = False  # torch.compile the model; pays only for long runs (see benchmarks/)
 
     def validate(self, key: str = "engine") -> None:
