@@ -64,11 +64,11 @@ def transfer_start(model: nn.Module, parent_state, options) -> nn.Module:
     convolution (the stem). Same-shaped models therefore get exactly a warm start."""
     if options:
         raise SpecError(f"init.options: 'transfer' takes no options, got {sorted(options)}")
-    state = model.state_dict()
-    kept = {k: v for k, v in parent_state.items() if k in state and state[k].shape == v.shape}
+    kept = transferred_tensors(model, parent_state)
     if not kept:
         raise SpecError("init.strategy: 'transfer' found no tensor of the parent that fits this model")
-    state.update(kept)
+    state = model.state_dict()
+    state.update({k: parent_state[k] for k in kept})
     model.load_state_dict(state)
     return model
 

@@ -101,11 +101,8 @@ def plan_stacks(specs: Sequence[RunSpec], is_done: Callable[[RunSpec], bool] = l
         if len(members) < min_seeds:
             continue
         first = members[0]
-        frac = f"{first.train_fraction:g}".replace(".", "p")
         digest = short_hash({"condition": _seedless(first), "seeds": [s.seed for s in members]}, 10)
-        name = (f"{first.dataset.name}_{first.model.arch}_{first.optimizer.name}_{first.init.strategy}"
-                f"_f{frac}_x{len(members)}_{digest}")
-        stacks[name] = members
+        stacks[f"{first.condition_label}_x{len(members)}_{digest}"] = members
     return stacks
 
 
@@ -259,7 +256,7 @@ def run_training_stacked(specs: Sequence[RunSpec], data: DeviceData, splits: Seq
     stop = spec0.stop
     active = list(range(len(specs)))  # positions in specs of the stacked rows, in row order
     histories: list[list[dict[str, float]]] = [[] for _ in specs]
-    stopped_by = ["epochs" if stop.rule == "epochs" else "max_epochs"] * len(specs)
+    stopped_by = [stop.cap_reason] * len(specs)
     train_time = [0.0] * len(specs)
     last_log = time.monotonic()
 
@@ -280,7 +277,7 @@ def run_training_stacked(specs: Sequence[RunSpec], data: DeviceData, splits: Seq
             record = {"epoch": epoch + 1, "train_loss": ls / n, "train_acc": c / n, "val_loss": val_loss[row],
                       "val_acc": val_acc[row], "epoch_time_s": epoch_time, "samples_seen": n * (epoch + 1)}
             histories[i].append(record)
-            if stop.rule == "converged" and record["train_acc"] >= stop.threshold:
+            if stop.reached(record["train_acc"]):
                 stopped_by[i] = "threshold"
             if stopped_by[i] == "threshold" or epoch + 1 == stop.max_epochs:
                 done.append(row)

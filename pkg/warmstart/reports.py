@@ -233,8 +233,7 @@ def plot_transfer(summary: pd.DataFrame, pdf_path, title: str = "") -> None:
     ax.set_title(title or f"transfer {source.iloc[0]} -> {target.iloc[0]}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, pdf_path)
+    _finish(fig, pdf_path)
 
 
 # report kind -> (the experiment table it reads, the function that draws it)

@@ -110,6 +110,15 @@ class StopSpec:
         _check(_is_int(self.max_epochs) and self.max_epochs >= 1, f"{key}.max_epochs",
                f"must be a positive integer, got {self.max_epochs!r}")
 
+    def reached(self, train_acc: float) -> bool:
+        """Whether an epoch with this training accuracy ends training under the ``converged`` rule."""
+        return self.rule == "converged" and train_acc >= self.threshold
+
+    @property
+    def cap_reason(self) -> str:
+        """``stopped_by`` of a run that never reached the threshold: it ran out of epochs."""
+        return "epochs" if self.rule == "epochs" else "max_epochs"
+
     def canonical(self) -> dict[str, Any]:
         # A fixed-epoch run ignores the threshold; leaving it out of the identity means editing the
         # threshold does not needlessly re-train fixed-epoch runs.
@@ -222,9 +231,13 @@ class RunSpec:
     @functools.cached_property
     def name(self) -> str:
         """Directory name: readable at a glance, unique through the hash."""
+        return f"{self.condition_label}_s{self.seed}_{self.run_id}"
+
+    @property
+    def condition_label(self) -> str:
+        """The readable part of the name, without seed and hash: ``<dataset>_<model>_<opt>_<init>_f<frac>``."""
         frac = f"{self.train_fraction:g}".replace(".", "p")
-        return (f"{self.dataset.name}_{self.model.arch}_{self.optimizer.name}_{self.init.strategy}"
-                f"_f{frac}_s{self.seed}_{self.run_id}")
+        return f"{self.dataset.name}_{self.model.arch}_{self.optimizer.name}_{self.init.strategy}_f{frac}"
 
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

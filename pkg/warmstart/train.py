@@ -208,8 +208,8 @@ def train(
                 log(f"resumed from {checkpointing.path} after epoch {start_epoch}")
     last_checkpoint = last_log = time.monotonic()
 
-    stopped_by = "epochs" if stop.rule == "epochs" else "max_epochs"
-    if history and stop.rule == "converged" and history[-1]["train_acc"] >= stop.threshold:
+    stopped_by = stop.cap_reason
+    if history and stop.reached(history[-1]["train_acc"]):
         stopped_by = "threshold"  # interrupted between finishing and saving: nothing left to train
     model.train()
     for epoch in range(start_epoch, stop.max_epochs):
@@ -224,7 +224,7 @@ def train(
         samples_seen += n
 
         train_acc = correct.item() / n
-        if stop.rule == "converged" and train_acc >= stop.threshold:
+        if stop.reached(train_acc):
             stopped_by = "threshold"
         last = epoch + 1 == stop.max_epochs or stopped_by == "threshold"
         if evaluate_every_epoch or last:

@@ -16,19 +16,6 @@ FIGURES = config["figures_dir"]
 ENV = "../envs/warmstart.yaml"
 
 
-# The mlp/logreg runs still to do are stacked by condition: one job trains all their seeds at once
-# (warmstart.multiseed). Runs already done stay out, so a seed added later does not retrain the others.
-STACKS = (
-    plan_stacks(
-        PLAN.runs.values(),
-        is_done=lambda spec: Path(f"{RESULTS}/runs/{spec.name}/model.pt").exists(),
-    )
-    if config["stack_seeds"]
-    else {}
-)
-STACKED_RUNS = {spec.name for specs in STACKS.values() for spec in specs}
-
-
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
 wildcard_constraints:
     experiment="|".join(PLAN.experiments),
@@ -52,6 +39,19 @@ def run_path(spec, file):
 
 def stream_path(spec, file):
     return f"{RESULTS}/streams/{spec.name}/{file}"
+
+
+# The mlp/logreg runs still to do are stacked by condition: one job trains all their seeds at once
+# (warmstart.multiseed). Runs already done stay out, so a seed added later does not retrain the others.
+STACKS = (
+    plan_stacks(
+        PLAN.runs.values(),
+        is_done=lambda spec: Path(run_path(spec, "model.pt")).exists(),
+    )
+    if config["stack_seeds"]
+    else {}
+)
+STACKED_RUNS = {spec.name for specs in STACKS.values() for spec in specs}
 
 
 def planned_spec(name, table="runs"):
