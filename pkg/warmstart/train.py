@@ -34,8 +34,8 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
 
 # bf16 autocast on the CPU. None (auto): only for convolutional models, and only on CPUs with native
 # bf16 instructions (AVX512-BF16 or AMX). Measured on the development CPU (AMD EPYC with AVX512-BF16,
-# benchmarks/README.md): ResNet-18 trained 1.8-2.2x faster in bf16, while the MLP and logistic
-# regression, whose steps are too small to gain, ran 10% slower. Where bf16 does not apply, a bf16 run
+# benchmarks/README.md): ResNet-18 trained 1.6-2.3x faster in bf16, while the MLP and logistic
+# regression, whose steps are too small to gain, ran 10-20% slower. Where bf16 does not apply, a bf16 run
 # runs in fp32 and its metrics say so. True or False overrides the rule.
 CPU_BF16: bool | None = None
 
