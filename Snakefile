@@ -25,7 +25,8 @@ if not workflow.config_settings.configfiles:
 sys.path.insert(0, str(Path(workflow.basedir) / "pkg"))  # the library, also where it is not pip-installed
 try:
     from warmstart.config import check_config
-    from warmstart.experiments import ConfigError, plan_experiments
+    from warmstart.errors import ConfigError
+    from warmstart.experiments import plan_blocks, plan_experiments
 except ImportError as e:
     raise WorkflowError(
         f"cannot import the warmstart library ({e}): run `make venv` or `pip install -e .` first"
@@ -38,6 +39,9 @@ try:
     check_config(config, SCHEMA)
     validate(config, SCHEMA)  # fills in the schema's defaults
     PLAN = plan_experiments(config)
+    # Training jobs: the seeds of a stackable condition in fixed blocks, every other run alone. A pure
+    # function of the config, so job names are the same before, during and after training.
+    BLOCKS = plan_blocks(PLAN, config["stack_seeds"])
 except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 

@@ -43,7 +43,7 @@ from torchvision import transforms
 
 from warmstart.models import build_model, count_parameters
 from warmstart.spec import ModelSpec, OptimizerSpec
-from warmstart.train import ResolvedEngine, build_optimizer, prepare_model, train_epoch
+from warmstart.train import ResolvedEngine, SingleModel, build_optimizer, train_epoch
 
 BATCH = 128
 NUM_CLASSES = 10
@@ -237,18 +237,20 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
     warmup_s: dict[str, list[float]] = {v.key: [] for v in variants}
 
     def run_engine(variant: Variant, rep: int) -> float:
-        """The library's own path: prepare_model (memory format, compile) and train_epoch (autocast)."""
+        """The library's own path: SingleModel (memory format, compile) and train_epoch (autocast)."""
         model, opt = fresh()
-        step_model = prepare_model(model, variant.engine)
+        step_model = SingleModel(model, variant.engine)
         wperm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1000 + rep))
         t0 = time.perf_counter()
-        train_epoch(step_model, opt, x_dev, y_dev, wperm[:warmup * BATCH].to(device), BATCH, variant.engine)
+        train_epoch(step_model, opt, x_dev, y_dev, wperm[:warmup * BATCH].to(device).unsqueeze(0), BATCH,
+                    resolved=variant.engine)
         sync(device)
         warmup_s[variant.key].append(time.perf_counter() - t0)  # includes compilation, if any
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + rep)).to(device)
         sync(device)
         t0 = time.perf_counter()
-        loss_sum, correct = train_epoch(step_model, opt, x_dev, y_dev, perm, BATCH, variant.engine)
+        loss_sum, correct = train_epoch(step_model, opt, x_dev, y_dev, perm.unsqueeze(0), BATCH,
+                                        resolved=variant.engine)
         loss_sum.item(), correct.item()  # read once, at the end
         sync(device)
         return n / (time.perf_counter() - t0)

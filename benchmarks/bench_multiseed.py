@@ -18,8 +18,7 @@ import time
 import torch
 
 from warmstart.datasets import DeviceData, load_raw
-from warmstart.multiseed import run_training_stacked
-from warmstart.runner import pick_device, run_training
+from warmstart.runner import pick_device, run_training, run_training_stacked
 from warmstart.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
 from warmstart.splits import make_split
 

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from warmstart.datasets import DeviceData, load_prepared, load_raw, prepare_dataset
-from warmstart.init import STRATEGIES, initialise
+from warmstart.errors import SpecError
+from warmstart.init import STRATEGIES, InitContext, initialise
 from warmstart.models import build_model
-from warmstart.runner import execute_run, initial_model, run_training
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
+from warmstart.runner import check_names, execute_run, run_training, start_seed
+from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
 from warmstart.splits import make_split, save_split
 
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
@@ -51,6 +52,11 @@ def parent(data, split):
     return spec, state, metrics
 
 
+def initial_model(spec: RunSpec, data: DeviceData, parent_state: dict | None) -> nn.Module:
+    """The model a run starts training from (its seed, its init strategy, its parent)."""
+    return start_seed(spec, data, make_split(len(data.x_train), spec.seed), parent_state).model
+
+
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
@@ -68,7 +74,7 @@ def test_phase1_trains_on_half_the_pool(parent, split):
 def test_a_warm_start_begins_from_exactly_the_parents_final_weights_and_buffers(data, parent):
     spec, state, _ = parent
     child = phase2_spec(spec, "warm")
-    model = initial_model(child, data.input_shape, data.num_classes, state)
+    model = initial_model(child, data, state)
     child_state = model.state_dict()
     assert states_equal(child_state, state)
     # the comparison covers trained BatchNorm statistics, not just parameters
@@ -84,50 +90,53 @@ def test_a_warm_start_begins_from_exactly_the_parents_final_weights_and_buffers(
 def test_a_random_start_is_a_fresh_init_and_ignores_the_parent(data, split, parent):
     spec, state, _ = parent
     child = phase2_spec(spec, "random")
-    model = initial_model(child, data.input_shape, data.num_classes, None)
+    model = initial_model(child, data, None)
     assert not states_equal(model.state_dict(), state)
     params = {k for k, _ in model.named_parameters()}
     assert all(not torch.equal(model.state_dict()[k], state[k]) for k in params)
     # it is the same fresh init the parent started from (the seed fixes the initialisation) ...
-    parent_start = initial_model(spec, data.input_shape, data.num_classes, None)
+    parent_start = initial_model(spec, data, None)
     assert states_equal(model.state_dict(), parent_start.state_dict())
     # ... and handing it the parent's weights changes nothing
-    with_parent = initial_model(child, data.input_shape, data.num_classes, state)
+    with_parent = initial_model(child, data, state)
     assert states_equal(with_parent.state_dict(), model.state_dict())
 
 
 def test_initial_model_does_not_depend_on_the_global_rng_state(data):
     spec = phase1_spec()
     torch.manual_seed(123)
-    a = initial_model(spec, data.input_shape, data.num_classes, None).state_dict()
+    a = initial_model(spec, data, None).state_dict()
     torch.rand(1000)
-    b = initial_model(spec, data.input_shape, data.num_classes, None).state_dict()
+    b = initial_model(spec, data, None).state_dict()
     assert states_equal(a, b)
 
 
 def test_warm_strategy_without_parent_weights_raises(data, parent):
     spec, _, _ = parent
     with pytest.raises(SpecError, match=r"^init\.strategy: 'warm'"):
-        initialise("warm", nn.Linear(2, 2), None, {})
+        initialise("warm", {}, InitContext(fresh=nn.Linear(2, 2), seed=0))
     with pytest.raises(SpecError, match=r"^init\.strategy: "):
-        initial_model(phase2_spec(spec, "warm"), data.input_shape, data.num_classes, None)
+        initial_model(phase2_spec(spec, "warm"), data, None)
 
 
 def test_warm_start_from_another_architecture_raises(data, parent):
     spec, state, _ = parent
     child = phase2_spec(spec, "warm").replace(model=ModelSpec("resnet18", {"width": 8}))
     with pytest.raises(RuntimeError, match="size mismatch"):
-        initial_model(child, data.input_shape, data.num_classes, state)
+        initial_model(child, data, state)
 
 
-def test_strategies_reject_options():
-    with pytest.raises(SpecError, match=r"^init\.options: "):
-        initialise("random", nn.Linear(2, 2), None, {"scale": 0.5})
+def test_strategies_reject_options_they_do_not_take():
+    with pytest.raises(SpecError, match=r"^init\.options: unknown option\(s\) \['scale'\]; allowed: none"):
+        initialise("random", {"scale": 0.5}, InitContext(fresh=nn.Linear(2, 2), seed=0))
+    with pytest.raises(SpecError, match=r"^init\.options\.optimizer_state: "):
+        initialise("warm", {"optimizer_state": "sometimes"},
+                   InitContext(fresh=nn.Linear(2, 2), seed=0, parent_state=nn.Linear(2, 2).state_dict()))
 
 
 def test_runspec_with_warm_init_and_no_parent_raises():
     with pytest.raises(SpecError, match=r"^init\.strategy: .*'warm'.*parent"):
-        phase1_spec(train_fraction=1.0, init=InitSpec("warm"))
+        check_names(phase1_spec(train_fraction=1.0, init=InitSpec("warm")))
 
 
 def test_warm_child_continues_training_from_the_parent(data, split, parent):
@@ -162,8 +171,7 @@ def test_files_carry_the_parents_final_weights_to_the_child(tmp_path, data, pare
     assert states_equal(saved, state)
 
     child = phase2_spec(spec, "warm")
-    model = initial_model(child, loaded.input_shape, loaded.num_classes,
-                          torch.load(parent_dir / "model.pt", weights_only=True))
+    model = initial_model(child, loaded, torch.load(parent_dir / "model.pt", weights_only=True))
     assert states_equal(model.state_dict(), state)
     # without the parent's file the warm child cannot start
     with pytest.raises(SpecError, match=r"^init\.strategy: "):

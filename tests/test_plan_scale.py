@@ -10,7 +10,7 @@ import yaml
 
 import warmstart.spec
 from warmstart.experiments import plan_experiments
-from warmstart.multiseed import plan_stacks
+from warmstart.experiments import plan_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,9 +23,8 @@ def plan_counting_hashes(config: dict, monkeypatch) -> tuple[int, int]:
         return hashlib.sha256(data)
     monkeypatch.setattr(warmstart.spec, "hashlib", SimpleNamespace(sha256=sha256))
     plan = plan_experiments(config)
-    stacks = plan_stacks(plan.runs.values())
-    names = [spec.name for spec in plan.runs.values()] + [s.name for members in stacks.values() for s in members]
-    assert len(names) >= len(plan.runs)
+    blocks = plan_blocks(plan, config["stack_seeds"])
+    assert sum(len(b.specs) for b in blocks.values()) == len(plan.runs)  # every run in exactly one block
     return len(plan.runs) + len(plan.streams), len(calls)
 
 

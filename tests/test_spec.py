@@ -12,7 +12,10 @@ import sys
 
 import pytest
 
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
+from warmstart.errors import SpecError
+from warmstart.runner import check_names
+from warmstart.spec import (DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec, StopSpec,
+                            StreamSpec, TermSpec)
 
 
 def make_spec(**changes) -> RunSpec:
@@ -71,6 +74,9 @@ RESULT_CHANGES = {
     "threshold": dict(stop=StopSpec("converged", threshold=0.9, max_epochs=500)),
     "max_epochs": dict(stop=StopSpec("converged", threshold=0.99, max_epochs=100)),
     "stop rule": dict(stop=StopSpec("epochs", max_epochs=500)),
+    "loss term": dict(terms=(TermSpec("l2", {"coef": 0.01}),)),
+    "loss term option": dict(terms=(TermSpec("l2", {"coef": 0.001}),)),
+    "init option": dict(init=InitSpec("random", {"scale": 0.5})),
 }
 
 
@@ -83,6 +89,41 @@ def test_every_field_that_affects_results_changes_the_id():
     ids["parent"] = make_spec(init=InitSpec("warm"), parent=make_spec(train_fraction=0.25)).run_id
     ids["random init with a parent"] = make_spec(parent=make_spec(train_fraction=0.25)).run_id
     assert len(set(ids.values())) == len(ids), ids
+
+
+def test_what_only_measures_or_keeps_files_does_not_change_the_id():
+    base = make_spec(stop=StopSpec("converged", 0.99, max_epochs=50))
+    measured = base.replace(probes=(ProbeSpec("grad_norm", {"subsets": ["train"]}),), checkpoints=(5, 10),
+                            keep_optimizer=True)
+    assert measured.run_id == base.run_id and measured.name == base.name
+    # ... but it is in the spec a job reads, and survives the round trip
+    back = RunSpec.from_json(measured.to_json())
+    assert back == measured and back.probes == measured.probes and back.checkpoints == (5, 10)
+
+
+def test_a_child_of_a_checkpoint_is_another_run_than_the_child_of_the_final_weights():
+    parent = make_spec(stop=StopSpec("converged", 0.99, max_epochs=50), checkpoints=(5, 10))
+    final = warm_child(parent)
+    at5, at10 = final.replace(parent_epoch=5), final.replace(parent_epoch=10)
+    assert len({final.run_id, at5.run_id, at10.run_id}) == 3
+    assert RunSpec.from_json(at5.to_json()) == at5
+
+
+def test_runs_made_before_terms_probes_and_checkpoints_existed_keep_their_ids():
+    # Pinned from the spine's first runs: a new field enters the identity only when it is set.
+    spec = make_spec()
+    assert set(spec.canonical()) == {"dataset", "model", "optimizer", "batch_size", "stop", "seed",
+                                     "train_fraction", "validation_fraction", "init", "parent"}
+
+
+def test_a_stream_round_template_carries_its_terms_into_the_stream_id():
+    template = make_spec(train_fraction=1.0)
+    plain = StreamSpec(template, init=InitSpec("warm"))
+    penalised = StreamSpec(template.replace(terms=(TermSpec("l2", {"coef": 0.01}),)), init=InitSpec("warm"))
+    probed = StreamSpec(template.replace(probes=(ProbeSpec("grad_norm"),)), init=InitSpec("warm"))
+    assert plain.stream_id != penalised.stream_id
+    assert plain.stream_id == probed.stream_id
+    assert StreamSpec.from_dict(penalised.to_dict()) == penalised
 
 
 def test_a_fixed_epochs_run_ignores_the_threshold():
@@ -147,10 +188,8 @@ INVALID = [
     ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=-0.1))),
     ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=float("nan")))),
     ("optimizer.lr", dict(optimizer=OptimizerSpec("sgd", lr=float("inf")))),
-    ("optimizer.name", dict(optimizer=OptimizerSpec("rmsprop", lr=0.1))),
     ("optimizer.weight_decay", dict(optimizer=OptimizerSpec("sgd", lr=0.1, weight_decay=-1.0))),
     ("optimizer.momentum", dict(optimizer=OptimizerSpec("sgd", lr=0.1, momentum=1.0))),
-    ("optimizer.momentum", dict(optimizer=OptimizerSpec("adam", lr=0.1, momentum=0.9))),
     ("batch_size", dict(batch_size=0)),
     ("batch_size", dict(batch_size=12.5)),
     ("seed", dict(seed=-1)),
@@ -164,16 +203,43 @@ INVALID = [
     ("stop.threshold", dict(stop=StopSpec(threshold=1.01))),
     ("stop.max_epochs", dict(stop=StopSpec(max_epochs=0))),
     ("stop.max_epochs", dict(stop=StopSpec(max_epochs=10.0))),
+    ("parent.seed", dict(init=InitSpec("warm"), parent="seed-1 parent")),
+    ("parent_epoch", dict(init=InitSpec("warm"), parent="seed-1 parent", parent_epoch=3)),
+    ("checkpoints", dict(checkpoints=(0,))),
+    ("terms", dict(terms=(TermSpec("l2"), TermSpec("l2")))),
+]
+
+# Names that refer to a registry are checked against it where they are used (check_names, the planner)
+UNKNOWN_NAMES = [
+    ("optimizer.name", dict(optimizer=OptimizerSpec("rmsprop", lr=0.1))),
+    ("optimizer.momentum", dict(optimizer=OptimizerSpec("adam", lr=0.1, momentum=0.9))),
+    ("model.arch", dict(model=ModelSpec("resnet34"))),
     ("init.strategy", dict(init=InitSpec("bogus"))),
     ("init.strategy", dict(init=InitSpec("warm"))),  # warm with no parent
-    ("parent.seed", dict(init=InitSpec("warm"), parent="seed-1 parent")),
+    ("init.options", dict(init=InitSpec("random", {"shrink": 0.5}))),
+    ("terms", dict(terms=(TermSpec("no_such_term"),))),
+    ("probes", dict(probes=(ProbeSpec("no_such_probe"),))),
 ]
+
+
+@pytest.mark.parametrize("key, change", UNKNOWN_NAMES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(UNKNOWN_NAMES)])
+def test_unknown_registry_names_and_options_are_rejected_naming_the_key_and_the_known_names(key, change):
+    spec = make_spec(**change)  # structurally valid: the spec module knows no registry
+    with pytest.raises(SpecError) as info:
+        check_names(spec)
+    assert str(info.value).startswith(f"{key}: "), str(info.value)
+    if "unknown option" in str(info.value):
+        assert "allowed: " in str(info.value)
+    elif "unknown" in str(info.value):
+        assert "known: [" in str(info.value)
 
 
 @pytest.mark.parametrize("key, change", INVALID, ids=[f"{k}-{i}" for i, (k, _) in enumerate(INVALID)])
 def test_invalid_values_raise_spec_error_starting_with_the_key(key, change):
     if change.get("parent") == "seed-1 parent":
         change = {**change, "parent": make_spec(seed=1)}
+        if "parent_epoch" in change:
+            change["seed"] = 1
     with pytest.raises(SpecError) as info:
         make_spec(**change)
     assert str(info.value).startswith(f"{key}: "), str(info.value)

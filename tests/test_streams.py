@@ -7,12 +7,13 @@ from torch import nn
 
 import warmstart.streams as streams
 from warmstart.datasets import DeviceData
-from warmstart.init import initialise, transferred_tensors
+from warmstart.errors import SpecError
+from warmstart.init import InitContext, initialise, transferred_tensors
 from warmstart.models import build_model
 from warmstart.policies import POLICIES, SelectionContext, first_principal_component_scores, margins
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
+from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
 from warmstart.splits import make_split
-from warmstart.streams import StreamSpec, round_seed, run_stream
+from warmstart.streams import check_stream, round_seed, run_stream
 
 
 
@@ -128,15 +129,16 @@ def test_a_killed_stream_resumes_at_the_next_round_with_the_same_rows(tmp_path, 
 def record_round_starts(monkeypatch):
     """Capture each round's initial and final weights by wrapping the engine the stream calls."""
     starts, ends = [], []
-    real_train = streams.train
+    real_fit = streams.fit
 
-    def wrapped(model, *args, **kwargs):
+    def wrapped(trainee, *args, **kwargs):
+        (model,) = trainee.models()
         starts.append({k: v.clone() for k, v in model.state_dict().items()})
-        result = real_train(model, *args, **kwargs)
+        result = real_fit(trainee, *args, **kwargs)
         ends.append({k: v.clone() for k, v in model.state_dict().items()})
         return result
 
-    monkeypatch.setattr(streams, "train", wrapped)
+    monkeypatch.setattr(streams, "fit", wrapped)
     return starts, ends
 
 
@@ -169,8 +171,8 @@ def test_stream_specs_have_content_addressed_names():
     a, b = stream(policy="margin"), stream(policy="margin")
     assert a.name == b.name and a.stream_id == StreamSpec.from_dict(a.to_dict()).stream_id
     assert stream(policy="random").name != a.name and stream(seed=1, policy="margin").name != a.name
-    with pytest.raises(SpecError, match="^policy"):
-        stream(policy="entropy")
+    with pytest.raises(SpecError, match=r"^policy: unknown selection policy 'entropy'; known: \["):
+        check_stream(stream(policy="entropy"))
 
 
 # -- transfer ------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def test_a_transfer_start_loads_the_source_weights_for_every_layer_it_keeps():
     torch.manual_seed(1)
     fresh = build_model(ModelSpec("resnet18", {"width": 4}), (1, 28, 28), 5)
     fresh_state = {k: v.clone() for k, v in fresh.state_dict().items()}
-    model = initialise("transfer", fresh, source.state_dict(), {})
+    model = initialise("transfer", {}, InitContext(fresh=fresh, seed=1, parent_state=source.state_dict()))
     kept = transferred_tensors(model, source.state_dict())
     state = model.state_dict()
     assert {"stem.0.weight", "fc.weight", "fc.bias"}.isdisjoint(kept)  # other input channels, other classes
@@ -197,5 +199,6 @@ def test_a_transfer_between_same_shaped_models_is_a_warm_start():
     torch.manual_seed(0)
     source = build_model(ModelSpec("mlp"), (40,), 10)
     torch.manual_seed(1)
-    model = initialise("transfer", build_model(ModelSpec("mlp"), (40,), 10), source.state_dict(), {})
+    model = initialise("transfer", {}, InitContext(fresh=build_model(ModelSpec("mlp"), (40,), 10), seed=1,
+                                                   parent_state=source.state_dict()))
     assert same(model.state_dict(), source.state_dict())

@@ -19,11 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .errors import DatasetError
 from .io import atomic_path, save_torch
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be loaded. The message is one line: what is wrong and what to do about it."""
+from .registry import Registry
 
 
 @dataclass
@@ -54,13 +52,13 @@ class DeviceData:
     input_shape: tuple[int, ...]
 
 
-DATASETS: dict[str, Callable[..., RawDataset]] = {}
+DATASETS: Registry[Callable[..., RawDataset]] = Registry("dataset")
 
 
 def register_dataset(name: str):
     """Register ``fn(root: Path, download: bool, **options) -> RawDataset`` under ``name``."""
     def decorate(fn):
-        DATASETS[name] = fn
+        DATASETS.add(name, fn)
         return fn
     return decorate
 

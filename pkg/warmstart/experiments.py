@@ -1,10 +1,15 @@
-"""From config to runs: expand the experiments declared in config.yaml into validated RunSpecs.
+"""From config to runs: expand the experiments declared in config.yaml into validated specs.
 
-The config names datasets, models and optimisers once (``datasets:``, ``models:``, ``optimizers:``)
-and experiments refer to them by label. Each experiment has a ``kind`` that is looked up in
-``EXPERIMENT_KINDS``; a kind turns one experiment's settings into planned runs, each with the labels
-its tables and figures need (condition, phase, init, seed). Runs are keyed by their content-addressed
-name, so a run needed by two experiments appears once in the plan and is trained once.
+The config names datasets, models, optimisers, init strategies, loss terms and probes once (``datasets:``,
+``models:``, ``optimizers:``, ``inits:``, ``terms:``, ``probes:``), each under a label, and experiments
+refer to them by label. Each experiment has a ``kind``, looked up in ``EXPERIMENT_KINDS``; a kind turns
+one experiment's settings into planned runs (or streams), each with the labels its tables and figures
+need (condition, phase, init, seed). Runs are keyed by their content-addressed name, so a run needed by
+two experiments appears once in the plan and is trained once (with the union of what they measure).
+
+``plan_blocks`` then groups the plan's runs into training jobs: the seeds of a stackable condition in
+fixed blocks (seeds ``b * size .. b * size + size - 1``), every other run alone. Blocks are a function
+of the plan alone, never of what is already on disk.
 """
 from __future__ import annotations
 
@@ -12,19 +17,26 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .spec import DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, SpecError, StopSpec
+from .errors import ConfigError, SpecError
+from .registry import Registry
+from .spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec, StopSpec,
+                   StreamSpec, TermSpec, short_hash)
 from .splits import split_name
-from .streams import StreamSpec
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message starts with the key path, e.g. ``experiments.table1.seeds``."""
 
 
 @dataclass(frozen=True)
 class PlannedRun:
     spec: "RunSpec | StreamSpec"
     labels: dict[str, Any]  # what tables and figures group by; not part of the run's identity
+
+
+@dataclass(frozen=True)
+class Block:
+    """Runs trained by one job: the seeds of one stackable condition (``stacked``), or a single run."""
+
+    name: str
+    specs: tuple[RunSpec, ...]
+    stacked: bool
 
 
 @dataclass
@@ -35,7 +47,10 @@ class Plan:
     experiment_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, experiment: str, spec: "RunSpec | StreamSpec", **labels: Any):
-        (self.streams if isinstance(spec, StreamSpec) else self.runs).setdefault(spec.name, spec)
+        if isinstance(spec, StreamSpec):
+            self.streams.setdefault(spec.name, spec)
+        else:
+            self.runs[spec.name] = merged(self.runs.get(spec.name), spec)
         self.experiments.setdefault(experiment, []).append(PlannedRun(spec, labels))
         return spec
 
@@ -53,6 +68,20 @@ class Plan:
         return {run_split_name(s): (s.dataset, s.seed, s.validation_fraction) for s in self._trained()}
 
 
+def merged(old: RunSpec | None, new: RunSpec) -> RunSpec:
+    """One run asked for by several experiments: the union of their probes, kept checkpoints and kept
+    optimiser state (none of which changes its results or its identity)."""
+    if old is None:
+        return new
+    probes = {p.name: p for p in old.probes}
+    for p in new.probes:
+        if p.name in probes and probes[p.name] != p:
+            raise ConfigError(f"probes.{p.name}: one run is probed with different options by two experiments")
+        probes[p.name] = p
+    return old.replace(probes=tuple(probes.values()), checkpoints=tuple(set(old.checkpoints) | set(new.checkpoints)),
+                       keep_optimizer=old.keep_optimizer or new.keep_optimizer)
+
+
 def run_split_name(spec: "RunSpec | StreamSpec") -> str:
     spec = spec.round if isinstance(spec, StreamSpec) else spec
     return split_name(spec.dataset.key, spec.seed, spec.validation_fraction)
@@ -60,45 +89,88 @@ def run_split_name(spec: "RunSpec | StreamSpec") -> str:
 
 # -- resolving labels ---------------------------------------------------------------------------------
 
-def _resolve(section: str, label: str, config: Mapping[str, Any], key: str, name_field: str) -> tuple[str, dict]:
+def _entry(section: str, label: str, config: Mapping[str, Any], key: str, name_field: str) -> tuple[str, dict]:
+    """(registry name, options) of the ``section`` entry ``label``; the name defaults to the label."""
     entries = config.get(section) or {}
     if label not in entries:
-        raise ConfigError(f"{key}: unknown {section[:-1]} {label!r}; define it under '{section}:' "
+        raise ConfigError(f"{key}: unknown {section} label {label!r}; define it under '{section}:' "
                           f"(defined: {sorted(entries)})")
     options = dict(entries[label] or {})
     return options.pop(name_field, label), options
 
 
+def _as_config_error(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{kwargs.get('key', args[-1] if args else '')}: {e}") from None
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
+
+
 def dataset_spec(label: str, config, key: str) -> DatasetSpec:
     from .datasets import DATASETS
 
-    entries = config.get("datasets") or {}
-    options = dict(entries.get(label) or {})
-    name = options.pop("name", label)
-    if name not in DATASETS:
-        raise ConfigError(f"{key}: unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    name, options = _entry("datasets", label, config, key, "name")
+    _as_config_error(DATASETS.lookup, name, f"datasets.{label}.name")
     return DatasetSpec(name, options)
 
 
 def model_spec(label: str, config, key: str) -> ModelSpec:
     from .models import MODELS
 
-    arch, options = _resolve("models", label, config, key, "arch")
-    if arch not in MODELS:
-        raise ConfigError(f"models.{label}.arch: unknown model {arch!r}; known: {sorted(MODELS)}")
+    arch, options = _entry("models", label, config, key, "arch")
+    _as_config_error(MODELS.lookup, arch, f"models.{label}.arch")
     return ModelSpec(arch, options)
 
 
 def optimizer_spec(label: str, config, key: str) -> OptimizerSpec:
-    name, options = _resolve("optimizers", label, config, key, "name")
+    from .train import OPTIMIZERS
+
+    name, options = _entry("optimizers", label, config, key, "name")
+    entry = _as_config_error(OPTIMIZERS.lookup, name, f"optimizers.{label}.name")
     try:
         spec = OptimizerSpec(name=name, **options)
         spec.validate(f"optimizers.{label}")
+        entry.check(spec, f"optimizers.{label}")
     except TypeError as e:
         raise ConfigError(f"optimizers.{label}: {e}") from None
     except SpecError as e:
         raise ConfigError(str(e)) from None
     return spec
+
+
+def init_spec(label: str, config, key: str) -> InitSpec:
+    from .init import STRATEGIES
+
+    name, options = _entry("inits", label, config, key, "strategy")
+    strategy = _as_config_error(STRATEGIES.lookup, name, f"inits.{label}.strategy")
+    _as_config_error(strategy.check, options, f"inits.{label}")
+    return InitSpec(name, options)
+
+
+def term_spec(label: str, config, key: str) -> TermSpec:
+    from .terms import TERMS
+
+    name, options = _entry("terms", label, config, key, "term")
+    term = _as_config_error(TERMS.lookup, name, f"terms.{label}.term")
+    _as_config_error(term.check, options, f"terms.{label}")
+    return TermSpec(name, options)
+
+
+def probe_spec(label: str, config, key: str) -> ProbeSpec:
+    from .probes import PROBES
+
+    name, options = _entry("probes", label, config, key, "probe")
+    probe = _as_config_error(PROBES.lookup, name, f"probes.{label}.probe")
+    _as_config_error(probe.check, options, f"probes.{label}")
+    return ProbeSpec(name, options)
+
+
+def needs_parent(init: InitSpec) -> bool:
+    from .init import STRATEGIES
+
+    return STRATEGIES[init.strategy].needs_parent
 
 
 def _setting(exp: Mapping[str, Any], config: Mapping[str, Any], name: str):
@@ -129,8 +201,8 @@ def engine_spec(exp, config, key) -> EngineSpec:
     return _built(EngineSpec, {**(config.get("engine") or {}), **(exp.get("engine") or {})}, f"{key}.engine")
 
 
-def _labels_list(exp, name, key) -> list:
-    values = exp.get(name)
+def _labels_list(exp, name, key, default=None) -> list:
+    values = exp.get(name, default)
     if not values:
         raise ConfigError(f"{key}.{name}: must be a non-empty list")
     if len(set(map(str, values))) != len(values):
@@ -140,12 +212,53 @@ def _labels_list(exp, name, key) -> list:
 
 # -- experiment kinds ---------------------------------------------------------------------------------
 
-EXPERIMENT_KINDS: dict[str, Callable[[Plan, str, Mapping[str, Any], Mapping[str, Any]], None]] = {}
+@dataclass(frozen=True)
+class ExperimentKind:
+    name: str
+    plan: Callable[["Plan", str, Mapping[str, Any], Mapping[str, Any]], None]
+    tables: tuple[str, ...]  # the experiment's parquet tables: ("summary", "epochs") or ("rounds",)
+    schema: dict  # JSON schema of the kind's own settings (beside the common ones in COMMON_SETTINGS)
 
 
-def experiment_kind(name: str):
+EXPERIMENT_KINDS: Registry[ExperimentKind] = Registry("experiment kind")
+
+RUN_TABLES = ("summary", "epochs")
+STREAM_TABLES = ("rounds",)
+
+_labels = {"type": "array", "minItems": 1, "uniqueItems": True,
+           "items": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}}
+_fraction_open = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+# Settings every kind takes (its schema adds its own); registry names are checked by the planner.
+COMMON_SETTINGS = {
+    "kind": {"type": "string"},
+    "report": {"type": "string", "description": "an entry of warmstart.reports.REPORTS"},
+    "models": _labels, "optimizers": _labels,
+    "seeds": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0}},
+    "inits": {**_labels, "description": "labels under 'inits:'; default: defaults.inits"},
+    "terms": {"type": "array", "uniqueItems": True, "items": _labels["items"],
+              "description": "labels under 'terms:', added to the loss of every run of the experiment"},
+    "probes": {"type": "array", "uniqueItems": True, "items": _labels["items"],
+               "description": "labels under 'probes:', measured after every epoch of every run"},
+    "validation_fraction": _fraction_open,
+    "batch_size": {"type": "integer", "minimum": 1},
+    "stop": {"type": "object", "additionalProperties": False, "properties": {
+        "rule": {"enum": ["converged", "epochs"]}, "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "max_epochs": {"type": "integer", "minimum": 1}}},
+    "engine": {"type": "object", "additionalProperties": False, "properties": {
+        "precision": {"enum": ["fp32", "bf16"]}, "channels_last": {"type": "boolean"}, "compile": {"type": "boolean"}}},
+}
+
+
+def experiment_kind(name: str, *, tables: tuple[str, ...], required: tuple[str, ...] = (),
+                    properties: Mapping[str, Any] | None = None):
+    """Register ``plan(plan, name, exp, config)`` as experiment kind ``name``, with the JSON schema of
+    its own settings (``properties``, ``required``) beside COMMON_SETTINGS."""
+    schema = {"type": "object", "additionalProperties": False,
+              "required": ["kind", "report", "models", "optimizers", "seeds", *required],
+              "properties": {**COMMON_SETTINGS, **(properties or {})}}
+
     def decorate(fn):
-        EXPERIMENT_KINDS[name] = fn
+        EXPERIMENT_KINDS.add(name, ExperimentKind(name, fn, tables, schema))
         return fn
     return decorate
 
@@ -162,8 +275,13 @@ class Common:
     models: dict[str, ModelSpec]
     optimizers: dict[str, OptimizerSpec]
     engine: EngineSpec
+    inits: dict[str, InitSpec]  # label -> init, in the experiment's order
+    terms: tuple[TermSpec, ...]
+    probes: tuple[ProbeSpec, ...]
 
     def run(self, dataset: DatasetSpec, model: str, optimizer: str, seed: int, **fields: Any) -> RunSpec:
+        fields.setdefault("terms", self.terms)
+        fields.setdefault("probes", self.probes)
         try:
             return RunSpec(dataset=dataset, model=self.models[model], optimizer=self.optimizers[optimizer],
                            batch_size=self.batch_size, stop=self.stop, seed=seed,
@@ -175,6 +293,10 @@ class Common:
         return dict(dataset=dataset, model=model, optimizer=optimizer, lr=self.optimizers[optimizer].lr,
                     batch_size=self.batch_size, seed=seed)
 
+    def init_labels(self, label: str) -> dict[str, Any]:
+        """Labels of an init: its config label, and whether it is a baseline (starts from no parent)."""
+        return dict(init=label, baseline=not needs_parent(self.inits[label]))
+
 
 def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> Common:
     key = f"experiments.{name}"
@@ -184,6 +306,7 @@ def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]
             raise ConfigError(f"{key}.seeds[{i}]: must be a non-negative integer, got {seed!r}")
     models = _labels_list(exp, "models", key)
     optimizers = _labels_list(exp, "optimizers", key)
+    inits = _labels_list(exp, "inits", key, default=(config.get("defaults") or {}).get("inits"))
     return Common(
         key=key, seeds=seeds,
         batch_size=_setting(exp, config, "batch_size"),
@@ -192,6 +315,9 @@ def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]
         models={m: model_spec(m, config, f"{key}.models[{i}]") for i, m in enumerate(models)},
         optimizers={o: optimizer_spec(o, config, f"{key}.optimizers[{i}]") for i, o in enumerate(optimizers)},
         engine=engine_spec(exp, config, key),
+        inits={label: init_spec(label, config, f"{key}.inits[{i}]") for i, label in enumerate(inits)},
+        terms=tuple(term_spec(t, config, f"{key}.terms[{i}]") for i, t in enumerate(exp.get("terms") or ())),
+        probes=tuple(probe_spec(p, config, f"{key}.probes[{i}]") for i, p in enumerate(exp.get("probes") or ())),
     )
 
 
@@ -200,37 +326,35 @@ def _datasets(exp, config, key, field_name="datasets") -> dict[str, DatasetSpec]
     return {d: dataset_spec(d, config, f"{key}.{field_name}[{i}]") for i, d in enumerate(labels)}
 
 
-def _inits(exp, key, allowed) -> list[str]:
-    inits = _labels_list({"inits": exp.get("inits", ["warm", "random"])}, "inits", key)
-    for i, init in enumerate(inits):
-        if init not in allowed:
-            raise ConfigError(f"{key}.inits[{i}]: must be one of {list(allowed)}, got {init!r}")
-    return inits
-
-
-@experiment_kind("batch")
+@experiment_kind("batch", tables=RUN_TABLES, required=("datasets",), properties={
+    "datasets": _labels,
+    "phase1_fraction": {**_fraction_open, "description": "phase 1 trains on this fraction of the pool"},
+})
 def plan_batch(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """The paper's batch experiment (Table 1, Figure 1): train on ``phase1_fraction`` of the pool
-    (phase 1), then on all of it (phase 2), starting from the phase-1 weights (``warm``) or a fresh
-    init (``random``). One phase-1 run per dataset x model x optimiser x seed serves every warm
-    condition that starts from it."""
+    (phase 1, from a fresh initialisation), then on all of it (phase 2) with each of the experiment's
+    inits: one that needs a parent starts from the phase-1 run, one that does not starts afresh. One
+    phase-1 run per dataset x model x optimiser x seed serves every init that starts from it."""
     c = common_settings(name, exp, config)
     phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
     if not 0 < phase1_fraction < 1:
         raise ConfigError(f"{c.key}.phase1_fraction: must be in (0, 1), got {phase1_fraction}")
-    inits = _inits(exp, c.key, ("warm", "random"))
     datasets = _datasets(exp, config, c.key)
     for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
         labels = c.labels(d, m, o, seed)
         phase1 = c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction)
-        plan.add(name, phase1, **labels, init="random", phase=1)
-        for init in inits:
-            parent = phase1 if init == "warm" else None
-            phase2 = phase1.replace(train_fraction=1.0, init=InitSpec(init), parent=parent)
-            plan.add(name, phase2, **labels, init=init, phase=2)
+        plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1)
+        for label, init in c.inits.items():
+            phase2 = phase1.replace(train_fraction=1.0, init=init, parent=phase1 if needs_parent(init) else None)
+            plan.add(name, phase2, **labels, **c.init_labels(label), phase=2)
 
 
-@experiment_kind("online")
+@experiment_kind("online", tables=STREAM_TABLES, required=("datasets", "policies"), properties={
+    "datasets": _labels,
+    "policies": {**_labels, "description": "entries of warmstart.policies.POLICIES"},
+    "round_size": {"type": "integer", "minimum": 1, "default": 100},
+    "max_samples": {"type": ["integer", "null"], "minimum": 1},
+})
 def plan_online(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Online learning (Figures 2, 8, 9): one stream per dataset x model x optimiser x policy x init x
     seed; each round adds ``round_size`` samples chosen by the policy and retrains to convergence."""
@@ -239,27 +363,30 @@ def plan_online(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[s
     c = common_settings(name, exp, config)
     policies = _labels_list(exp, "policies", c.key)
     for i, p in enumerate(policies):
-        if p not in POLICIES:
-            raise ConfigError(f"{c.key}.policies[{i}]: unknown policy {p!r}; known: {sorted(POLICIES)}")
-    inits = _inits(exp, c.key, ("warm", "random"))
+        _as_config_error(POLICIES.lookup, p, f"{c.key}.policies[{i}]")
     round_size, max_samples = exp.get("round_size", 100), exp.get("max_samples")
     datasets = _datasets(exp, config, c.key)
-    for d, m, o, policy, init, seed in itertools.product(datasets, c.models, c.optimizers, policies, inits, c.seeds):
+    for d, m, o, policy, label, seed in itertools.product(datasets, c.models, c.optimizers, policies, c.inits,
+                                                          c.seeds):
         template = c.run(datasets[d], m, o, seed)
         try:
-            stream = StreamSpec(template, policy=policy, init=InitSpec(init), round_size=round_size,
+            stream = StreamSpec(template, policy=policy, init=c.inits[label], round_size=round_size,
                                 max_samples=max_samples)
         except SpecError as e:
             raise ConfigError(f"{c.key}: {e}") from None
-        plan.add(name, stream, **c.labels(d, m, o, seed), policy=policy, init=init)
+        plan.add(name, stream, **c.labels(d, m, o, seed), policy=policy, **c.init_labels(label))
 
 
-@experiment_kind("transfer")
+@experiment_kind("transfer", tables=RUN_TABLES, required=("source", "target", "fractions"), properties={
+    "source": {"type": "string", "description": "dataset label the source model is trained on (its whole pool)"},
+    "target": {"type": "string", "description": "dataset label of the target task"},
+    "fractions": {"type": "array", "minItems": 1, "uniqueItems": True,
+                  "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
+})
 def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    """Transfer (Figure 3): a model trained to convergence on the whole ``source`` pool warm-starts
-    training on each fraction of the ``target`` pool, against a random init on the same fraction.
-    Tensors that do not fit the target (a head with another class count, a stem with other input
-    channels) keep their fresh initialisation: see the ``transfer`` init strategy."""
+    """Transfer (Figure 3): a model trained to convergence on the whole ``source`` pool starts training
+    on each fraction of the ``target`` pool (with an init that needs a parent, e.g. the ``transfer``
+    strategy, which keeps the tensors that fit), against an init without a parent on the same fraction."""
     c = common_settings(name, exp, config)
     source = dataset_spec(exp["source"], config, f"{c.key}.source")
     target = dataset_spec(exp["target"], config, f"{c.key}.target")
@@ -267,30 +394,61 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
     for i, f in enumerate(fractions):
         if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1:
             raise ConfigError(f"{c.key}.fractions[{i}]: must be in (0, 1], got {f!r}")
-    inits = _inits(exp, c.key, ("warm", "random"))
     for m, o, seed in itertools.product(c.models, c.optimizers, c.seeds):
         labels = c.labels(exp["target"], m, o, seed)
         source_run = c.run(source, m, o, seed)
-        plan.add(name, source_run, **{**labels, "dataset": exp["source"]}, init="random", phase=1, fraction=1.0)
-        for f, init in itertools.product(fractions, inits):
-            parent = source_run if init == "warm" else None
-            strategy = "transfer" if init == "warm" else "random"
-            target_run = c.run(target, m, o, seed, train_fraction=float(f), init=InitSpec(strategy), parent=parent)
-            plan.add(name, target_run, **labels, init=init, phase=2, fraction=float(f))
+        plan.add(name, source_run, **{**labels, "dataset": exp["source"]}, init=source_run.init.strategy,
+                 baseline=True, phase=1, fraction=1.0)
+        for f, label in itertools.product(fractions, c.inits):
+            init = c.inits[label]
+            target_run = c.run(target, m, o, seed, train_fraction=float(f), init=init,
+                               parent=source_run if needs_parent(init) else None)
+            plan.add(name, target_run, **labels, **c.init_labels(label), phase=2, fraction=float(f))
 
 
 # -- the whole config ---------------------------------------------------------------------------------
 
 def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -> Plan:
     """Expand every experiment in ``config`` (or those named in ``only``) into a Plan."""
+    from .reports import REPORTS
+
     plan = Plan()
     experiments = config.get("experiments") or {}
     for name, exp in experiments.items():
         if only is not None and name not in only:
             continue
-        kind = exp.get("kind")
-        if kind not in EXPERIMENT_KINDS:
-            raise ConfigError(f"experiments.{name}.kind: unknown kind {kind!r}; known: {sorted(EXPERIMENT_KINDS)}")
-        EXPERIMENT_KINDS[kind](plan, name, exp, config)
+        kind = _as_config_error(EXPERIMENT_KINDS.lookup, exp.get("kind"), f"experiments.{name}.kind")
+        report = _as_config_error(REPORTS.lookup, exp.get("report"), f"experiments.{name}.report")
+        if report.table not in kind.tables:
+            raise ConfigError(f"experiments.{name}.report: {exp.get('report')!r} draws the {report.table!r} "
+                              f"table, which a {kind.name!r} experiment does not write (it writes {list(kind.tables)})")
+        kind.plan(plan, name, exp, config)
         plan.experiment_config[name] = dict(exp)
     return plan
+
+
+def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
+    """The training jobs of ``plan``: the runs of one stackable condition (``runner.stackable``) whose
+    seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack; every other run
+    (and every run, with ``stack_seeds`` 1) trains alone, in a block named after it. A pure function of
+    the plan: the same blocks before, during and after training."""
+    from .runner import stackable
+
+    groups: dict[tuple, list[RunSpec]] = {}
+    blocks: dict[str, Block] = {}
+    for spec in plan.runs.values():
+        if stack_seeds > 1 and stackable(spec):
+            groups.setdefault((condition_key(spec), spec.seed // stack_seeds), []).append(spec)
+        else:
+            blocks[spec.name] = Block(spec.name, (spec,), stacked=False)
+    for (key, index), members in groups.items():
+        members.sort(key=lambda s: s.seed)
+        name = f"{members[0].condition_label}_b{index}_{key[:10]}"
+        blocks[name] = Block(name, tuple(members), stacked=True)
+    return blocks
+
+
+def condition_key(spec: RunSpec) -> str:
+    """What the seeds of one stack share: the spec without its seed, the engine and the probes."""
+    return short_hash({"condition": spec.seedless(), "engine": spec.engine.__dict__,
+                       "probes": [p.__dict__ for p in spec.probes]}, 16)

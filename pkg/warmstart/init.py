@@ -1,69 +1,114 @@
 """Initialisation strategies: how a run's starting weights are made, optionally from a parent run.
 
-Each strategy is one function registered by name. It receives a freshly, seededly initialised model and
-the parent's final state dict (or None) and returns the model to train. Later strategies (shrink-perturb,
-noise, last-layer-only, ...) are one more function each.
+Each strategy is one registered function ``strategy(ctx, **options) -> nn.Module``. Its options come from
+the config's ``inits:`` section (e.g. ``sp: {strategy: shrink_perturb, shrink: 0.4, perturb: 0.1}``) and
+are checked against the function's keyword parameters. ``needs_parent`` says whether it starts from a
+parent's weights; the planner gives such a strategy the phase-1 run (batch), the source run (transfer) or
+the previous round (online), and the reports draw every strategy without a parent as a baseline.
+
+The context (``InitContext``) holds what a strategy may need: the freshly built model, the parent's
+weights and optimiser state, another independent initialisation, the run's (and its parent's) training
+data, and a ``train`` callable for strategies that train part of the model first. What a strategy spends
+(training, gradient passes) is counted in ``ctx.cost`` and reported beside the run's own training time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from .spec import SpecError
+from .errors import SpecError
+from .registry import Registry, check_options
+
+
+@dataclass
+class InitCost:
+    """Work a strategy did before the run's own training: seconds and samples processed."""
+
+    time_s: float = 0.0
+    samples: int = 0
+
+
+@dataclass
+class InitContext:
+    fresh: nn.Module  # built under the run's seed; for a batch run with a parent, its lineage's first init
+    seed: int
+    parent_state: dict[str, torch.Tensor] | None = None
+    parent_optimizer_state: dict | None = None  # the parent's final optimiser state, when it was kept
+    x_train: torch.Tensor | None = None  # the run's training data, on the device
+    y_train: torch.Tensor | None = None
+    x_parent: torch.Tensor | None = None  # the data the parent trained on (None without a parent)
+    y_parent: torch.Tensor | None = None
+    new_model: Callable[[str], nn.Module] | None = None  # another initialisation, seeded by (seed, tag)
+    origin: nn.Module | None = None  # the lineage's first initialisation (a stream's first round)
+    train: Callable[..., Any] | None = None  # (model) -> TrainResult on the run's data, optimiser, stop rule
+    cost: InitCost = field(default_factory=InitCost)
+    optimizer_state: dict | None = None  # set by a strategy that hands the run an optimiser state
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    apply: Callable[[nn.Module, "dict[str, torch.Tensor] | None", dict[str, Any]], nn.Module]
+    apply: Callable[..., nn.Module]
     needs_parent: bool
+    stackable: bool = True  # the initial models are built per seed, so every strategy stacks so far
+    choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
+
+    def check(self, options: Mapping[str, Any], key: str) -> None:
+        check_options(self.apply, options, key, choices=self.choices)
 
 
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("init strategy")
 
 
-def register_strategy(name: str, needs_parent: bool):
+def register_strategy(name: str, needs_parent: bool, stackable: bool = True,
+                      choices: Mapping[str, tuple] | None = None):
+    """Register ``fn(ctx: InitContext, **options) -> nn.Module`` as the init strategy ``name``."""
     def decorate(fn):
-        STRATEGIES[name] = Strategy(name, fn, needs_parent)
+        STRATEGIES.add(name, Strategy(name, fn, needs_parent, stackable, dict(choices or {})))
         return fn
     return decorate
 
 
-def initialise(strategy: str, fresh_model: nn.Module, parent_state: dict | None, options: dict) -> nn.Module:
-    entry = STRATEGIES[strategy]
-    if entry.needs_parent and parent_state is None:
+def initialise(strategy: str, options: Mapping[str, Any], ctx: InitContext) -> nn.Module:
+    """The model a run starts training from: ``strategy`` applied to the context."""
+    entry = STRATEGIES.lookup(strategy, "init.strategy")
+    entry.check(options, "init.options")
+    if entry.needs_parent and ctx.parent_state is None:
         raise SpecError(f"init.strategy: {strategy!r} needs the parent run's weights")
-    return entry.apply(fresh_model, parent_state, dict(options))
+    return entry.apply(ctx, **options)
 
 
 @register_strategy("random", needs_parent=False)
-def random_init(model: nn.Module, parent_state, options) -> nn.Module:
+def random_init(ctx: InitContext) -> nn.Module:
     """A fresh initialisation: the model as built under the run's seed; any parent is ignored."""
-    if options:
-        raise SpecError(f"init.options: 'random' takes no options, got {sorted(options)}")
-    return model
+    return ctx.fresh
 
 
-@register_strategy("warm", needs_parent=True)
-def warm_start(model: nn.Module, parent_state, options) -> nn.Module:
-    """Start from exactly the parent's final weights and buffers (BatchNorm statistics included)."""
-    if options:
-        raise SpecError(f"init.options: 'warm' takes no options, got {sorted(options)}")
-    model.load_state_dict(parent_state, strict=True)
-    return model
+@register_strategy("warm", needs_parent=True, choices={"optimizer_state": ("reset", "keep")})
+def warm_start(ctx: InitContext, optimizer_state: str = "reset") -> nn.Module:
+    """Start from exactly the parent's final weights and buffers (BatchNorm statistics included).
+
+    ``optimizer_state``: ``reset`` (a new optimiser, the paper's default) or ``keep`` (continue the
+    parent's optimiser state, e.g. Adam's moments: the paper's Section 3.5)."""
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    if optimizer_state == "keep":
+        if ctx.parent_optimizer_state is None:
+            raise SpecError("init.options.optimizer_state: 'keep' needs the parent's optimiser state "
+                            "(the planner asks the parent run to keep it)")
+        ctx.optimizer_state = ctx.parent_optimizer_state
+    return ctx.fresh
 
 
 @register_strategy("transfer", needs_parent=True)
-def transfer_start(model: nn.Module, parent_state, options) -> nn.Module:
+def transfer_start(ctx: InitContext) -> nn.Module:
     """A warm start from a model trained on another task: every tensor whose name and shape match the
     parent's is copied; the rest keep their fresh initialisation. With a different number of classes
     that is the final linear layer (the head); with a different number of input channels, the first
     convolution (the stem). Same-shaped models therefore get exactly a warm start."""
-    if options:
-        raise SpecError(f"init.options: 'transfer' takes no options, got {sorted(options)}")
+    model, parent_state = ctx.fresh, ctx.parent_state
     kept = transferred_tensors(model, parent_state)
     if not kept:
         raise SpecError("init.strategy: 'transfer' found no tensor of the parent that fits this model")

@@ -11,6 +11,15 @@ from typing import Any, Iterator
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` in one step.
@@ -23,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; a result file is as readable as any other
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -44,3 +54,39 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
 def save_parquet(frame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically unless it already holds exactly that; returns whether it
+    wrote. The file's modification time therefore changes only when its content does."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
+
+
+def publish(src_dir: str | os.PathLike, targets: list[str | os.PathLike], log: str | os.PathLike | None = None) -> None:
+    """Give each target file the content of the file of the same name in ``src_dir``, in order (so the
+    last one, a run's model.pt, appears last): a hard link where the file system allows, else a copy,
+    each through a temporary name and one rename. ``log`` gets one line per file."""
+    import shutil
+
+    lines = []
+    for target in map(Path, targets):
+        src = Path(src_dir) / target.name
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+                lines.append(f"linked {src} -> {target}")
+            except OSError:
+                shutil.copy2(src, tmp)
+                lines.append(f"copied {src} -> {target}")
+    if log is not None:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text("\n".join(lines) + "\n")

@@ -1,41 +1,63 @@
 """Model registry: ``build_model(spec, input_shape, num_classes)`` looks a model up by its ``arch`` name.
 
 Every model takes any per-sample input shape the datasets give: images (C, H, W) and vectors (L,).
-Adding a model is one decorated function here.
+Adding a model is one decorated function here; ``stackable`` says whether several seeds of it can train
+as one stack of batched matrix products (``warmstart.train.StackedModels``: Flatten, Linear, Tanh and
+ReLU layers in an ``nn.Sequential``, no buffers).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .spec import ModelSpec, SpecError
+from .errors import SpecError
+from .registry import Registry
+from .spec import ModelSpec
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[..., nn.Module]
+    stackable: bool
 
 
-def register_model(name: str):
+MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def register_model(name: str, stackable: bool = False):
     def decorate(fn):
-        MODELS[name] = fn
+        MODELS.add(name, ModelEntry(fn, stackable))
         return fn
     return decorate
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    if spec.arch not in MODELS:
-        raise SpecError(f"model.arch: unknown model {spec.arch!r}; known: {sorted(MODELS)}")
+    entry = MODELS.lookup(spec.arch, "model.arch")
     try:
-        return MODELS[spec.arch](tuple(input_shape), num_classes, **spec.options)
+        return entry.build(tuple(input_shape), num_classes, **spec.options)
     except TypeError as e:  # an unknown option reaches the builder as an unexpected keyword
         raise SpecError(f"model.options: {spec.arch}: {e}") from None
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Parameter names of the model's last linear layer (its head, the classifier)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise SpecError(f"model: {type(model).__name__} has no linear layer to call its head")
+    return [f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters()]
 
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-@register_model("mlp")
+@register_model("mlp", stackable=True)
 def mlp(input_shape, num_classes, hidden: int = 100, depth: int = 3, activation: str = "tanh") -> nn.Module:
     """``depth`` linear layers with ``hidden`` units between them. The paper says tanh; the authors'
     public code uses ReLU, hence ``activation``."""
@@ -52,7 +74,7 @@ def mlp(input_shape, num_classes, hidden: int = 100, depth: int = 3, activation:
     return nn.Sequential(*layers)
 
 
-@register_model("logreg")
+@register_model("logreg", stackable=True)
 def logreg(input_shape, num_classes) -> nn.Module:
     """Multinomial logistic regression: the MLP without hidden layers."""
     return mlp(input_shape, num_classes, depth=1)

@@ -12,12 +12,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-POLICIES: dict[str, Callable[["SelectionContext", int], torch.Tensor]] = {}
+from .registry import Registry
+
+POLICIES: Registry[Callable[["SelectionContext", int], torch.Tensor]] = Registry("selection policy")
 
 
 def register_policy(name: str):
     def decorate(fn):
-        POLICIES[name] = fn
+        POLICIES.add(name, fn)
         return fn
     return decorate
 

@@ -1,14 +1,18 @@
 """Collect finished run directories into an experiment's tables.
 
 ``summary.parquet``: one row per planned run of the experiment. Columns:
-  experiment, dataset, model, optimizer, lr, batch_size, init, seed, phase   (the experiment's labels)
+  experiment, dataset, model, optimizer, lr, batch_size, seed, init, baseline, phase   (the experiment's
+  labels: ``init`` is the label of the init in the config, ``baseline`` whether it starts from no parent)
   run_id, run_name, parent_run_id, arch, train_fraction                       (from the run spec)
   val_acc, val_loss, train_acc, train_loss (accuracies are fractions 0-1), epochs, train_time_s
   (training only, evaluation excluded), converged (reached the training-accuracy threshold),
   stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device,
-  precision (what ran: fp32 or bf16), stacked_seeds (how many seeds trained together in its job; 1: alone)
+  precision (what ran: fp32 or bf16), stacked_seeds (how many seeds trained together in its job; 1: alone),
+  samples_seen (samples processed in training), init_time_s and init_samples (what the init strategy
+  spent before training, e.g. a last-layer-first stage; 0 for most)
 ``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
-record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen.
+record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen, then one column per
+value its probes measure (e.g. grad_norm_old).
 """
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import PlannedRun
+from .spec import RunSpec, StreamSpec
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
                    "stopped_by", "n_train", "n_val", "num_parameters", "device")
+# metrics added later, with the value every run made before them had
+LATER_METRICS = {"precision": "fp32", "stacked_seeds": 1, "init_time_s": 0.0, "init_samples": 0}
 
 
 def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -36,9 +43,8 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
             "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
         }
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
-                     # runs from before the precision option existed all ran in fp32
-                     "precision": metrics.get("precision", "fp32"),
-                     "stacked_seeds": metrics.get("stacked_seeds", 1)})
+                     **{k: metrics.get(k, default) for k, default in LATER_METRICS.items()},
+                     "samples_seen": metrics.get("samples_seen", metrics["epochs"] * metrics["n_train"])})
         epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
         epoch_frames.append(epochs.assign(**identity))
     summary = pd.DataFrame(rows)
@@ -51,9 +57,10 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
 
 def collect_streams(experiment: str, planned: list[PlannedRun], streams_dir: str | Path) -> pd.DataFrame:
     """``rounds.parquet``: one row per stream and round. Columns: the experiment's labels (experiment,
-    dataset, model, optimizer, lr, batch_size, seed, policy, init), stream_id, stream_name, round_size,
-    then round, n_samples, val_acc, val_loss, train_acc, train_loss, epochs, train_time_s (this round's
-    training only), cumulative_train_time_s, converged."""
+    dataset, model, optimizer, lr, batch_size, seed, policy, init, baseline), stream_id, stream_name,
+    round_size, then round, n_samples, val_acc, val_loss, train_acc, train_loss, epochs, train_time_s (this
+    round's training only), init_time_s (what its init strategy spent), cumulative_train_time_s (training
+    and init time of every round so far), converged, and the probes' values after each round's last epoch."""
     frames = []
     for p in planned:
         rounds = pd.read_parquet(Path(streams_dir) / p.spec.name / "rounds.parquet").drop(columns=["stream_id"])
@@ -61,3 +68,10 @@ def collect_streams(experiment: str, planned: list[PlannedRun], streams_dir: str
                     "stream_name": p.spec.name, "round_size": p.spec.round_size}
         frames.append(rounds.assign(**identity)[list(identity) + list(rounds.columns)])
     return pd.concat(frames, ignore_index=True)
+
+
+def load_planned(path: str | Path) -> list[PlannedRun]:
+    """An experiment's planned runs (or streams) with their labels, as the workflow writes them."""
+    def spec(d):
+        return StreamSpec.from_dict(d) if "stream_id" in d else RunSpec.from_dict(d)
+    return [PlannedRun(spec(p["spec"]), p["labels"]) for p in json.loads(Path(path).read_text())]

@@ -1,32 +1,43 @@
-"""Execute one RunSpec from files to files: the single entry point a workflow job calls.
+"""Execute runs from files to files: the entry point a training job calls, for one run or a stack of seeds.
 
-Inputs: the prepared dataset tensor file, the split file, and (for a child run) the parent's model file.
-Outputs, all in the run's directory and each written atomically:
+Inputs: the prepared dataset tensor file, each run's split file, and (for a child run) its parent's model
+file (and optimiser state, when the child continues it). Outputs, per run, in its own directory and each
+written atomically:
   spec.json       the full spec (parent included): the directory alone says what was run
   metrics.json    final metrics and how training stopped
-  epochs.parquet  one row per epoch (see EPOCH_FIELDS in train.py)
+  epochs.parquet  one row per epoch (EPOCH_FIELDS in train.py, then the probes' columns)
   model.pt        the final state dict (CPU tensors), written last
+and, when the spec asks for them, ``checkpoints/epoch<k>.pt`` (the weights after epoch k) and
+``optimizer.pt`` (the final optimiser state).
+
+A stack trains the seeds of one condition together (``StackedModels``) and writes the same files per run
+as single runs do, with the same numbers within float tolerance.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-import pandas as pd
 import torch
 from torch import nn
 
 from .datasets import DeviceData, load_prepared
-from .init import initialise
+from .errors import SpecError
+from .init import InitContext, InitCost, STRATEGIES, initialise
 from .io import save_json, save_parquet, save_torch
-from .models import build_model, count_parameters
+from .models import MODELS, build_model, count_parameters
+from .probes import PROBES, BoundProbe
 from .spec import RunSpec
-from .splits import load_split
-from .train import Checkpointing, TrainResult, train
+from .splits import Split, load_split
+from .terms import TERMS, BoundTerm
+from .train import (OPTIMIZERS, Checkpointing, ResolvedEngine, RunState, SingleModel, StackedModels, TrainData,
+                    TrainResult, fit, resolve_engine, stack_state)
 
 RUN_FILES = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")
 
@@ -41,40 +52,221 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
+def derived_seed(seed: int, tag: str) -> int:
+    """A seed for another, independent draw of the run (e.g. shrink-perturb's fresh model), fixed by
+    the run's seed and a tag, so that it is reproducible and unrelated to the run's own initialisation."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:4], "little")
 
 
-def initial_model(spec: RunSpec, input_shape, num_classes: int, parent_state: dict | None,
-                  device: torch.device | str = "cpu") -> nn.Module:
-    """The model a run starts training from: built under the run's seed, then its init strategy applied."""
-    seed_everything(spec.seed)
-    fresh = build_model(spec.model, input_shape, num_classes)
-    model = initialise(spec.init.strategy, fresh, parent_state, spec.init.options)
-    return model.to(device)
+def build_seeded(spec: RunSpec, seed: int, input_shape, num_classes: int, device) -> nn.Module:
+    """The model of ``spec`` initialised under ``seed``; the global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec.model, input_shape, num_classes).to(device)
 
 
-def run_training(spec: RunSpec, data: DeviceData, split, parent_state: dict | None, *,
-                 checkpointing: Checkpointing | None = None,
-                 log: Callable[[str], None] | None = print) -> tuple[nn.Module, TrainResult, dict]:
-    """Train one run on already-loaded data; returns the model, the result and final metrics."""
+def check_names(spec: RunSpec, key: str = "") -> None:
+    """Every registry name in ``spec`` exists, and every option fits its entry (SpecError otherwise)."""
+    prefix = f"{key}." if key else ""
+    MODELS.lookup(spec.model.arch, f"{prefix}model.arch")
+    OPTIMIZERS.lookup(spec.optimizer.name, f"{prefix}optimizer.name").check(spec.optimizer, f"{prefix}optimizer")
+    strategy = STRATEGIES.lookup(spec.init.strategy, f"{prefix}init.strategy")
+    strategy.check(spec.init.options, f"{prefix}init.options")
+    if strategy.needs_parent and spec.parent is None:
+        raise SpecError(f"{prefix}init.strategy: {spec.init.strategy!r} needs a parent run to start from")
+    for t in spec.terms:
+        TERMS.lookup(t.name, f"{prefix}terms").check(t.options, f"{prefix}terms.{t.name}")
+    for p in spec.probes:
+        PROBES.lookup(p.name, f"{prefix}probes").check(p.options, f"{prefix}probes.{p.name}")
+
+
+def stackable(spec: RunSpec) -> bool:
+    """Whether the seeds of ``spec``'s condition can train as one stack: a stackable model, an
+    elementwise optimiser, no compilation, and only terms, probes and an init strategy that work per
+    seed; runs whose checkpoints or optimiser state are kept train alone (they are saved from one model)."""
+    return (MODELS[spec.model.arch].stackable and OPTIMIZERS[spec.optimizer.name].elementwise
+            and not spec.engine.compile and STRATEGIES[spec.init.strategy].stackable
+            and all(TERMS[t.name].stackable for t in spec.terms)
+            and all(PROBES[p.name].stackable for p in spec.probes)
+            and not spec.checkpoints and not spec.keep_optimizer)
+
+
+@dataclass
+class SeedStart:
+    """One seed's model as its training begins, and what its terms and probes need from the start."""
+
+    model: nn.Module
+    ctx: InitContext
+    anchors: dict[str, dict[str, torch.Tensor]]
+    term_states: list[dict[str, torch.Tensor]]
+
+
+def start_seed(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict | None, *,
+               parent_optimizer_state: dict | None = None, origin: nn.Module | None = None,
+               init_seed: int | None = None, train_idx: torch.Tensor | None = None,
+               parent_idx: torch.Tensor | None = None, apply_strategy: bool = True, device=None) -> SeedStart:
+    """Build ``spec``'s model under its seed (or ``init_seed``) and apply its init strategy (unless
+    ``apply_strategy`` is off: an online stream's first round starts from the fresh model); then run its
+    terms' setups and snapshot the anchors its terms and probes read. ``origin`` is the lineage's first
+    initialisation (default: the fresh model itself, which for a batch run is also its parent's).
+    ``train_idx`` and ``parent_idx`` default to the split's prefixes for the run's and its parent's
+    training fractions."""
+    device = device if device is not None else data.x_train.device
+    seed = spec.seed if init_seed is None else init_seed
+    fresh = build_seeded(spec, seed, data.input_shape, data.num_classes, device)
+    needs_anchors = bool(spec.terms or spec.probes)
+    origin_state = None
+    if needs_anchors:
+        origin_state = {n: p.detach().clone() for n, p in (origin or fresh).named_parameters()}
+    train_idx = split.train_indices(spec.train_fraction).to(device) if train_idx is None else train_idx
+    if parent_idx is None and spec.parent is not None and spec.parent.dataset == spec.dataset:
+        parent_idx = split.train_indices(spec.parent.train_fraction).to(device)
+    ctx = InitContext(
+        fresh=fresh, seed=seed, parent_state=parent_state, parent_optimizer_state=parent_optimizer_state,
+        x_train=data.x_train[train_idx], y_train=data.y_train[train_idx],
+        x_parent=None if parent_idx is None else data.x_train[parent_idx],
+        y_parent=None if parent_idx is None else data.y_train[parent_idx],
+        new_model=lambda tag: build_seeded(spec, derived_seed(seed, tag), data.input_shape, data.num_classes, device),
+        origin=origin or fresh, cost=InitCost())
+    ctx.train = _strategy_trainer(spec, data, train_idx, split, ctx.cost, seed)
+    model = initialise(spec.init.strategy, spec.init.options, ctx) if apply_strategy else fresh
+    term_states = []
+    for t in spec.terms:
+        setup = TERMS[t.name].setup
+        term_states.append({} if setup is None else setup(ctx, model, **t.options))
+    anchors = {}
+    if needs_anchors:
+        anchors = {"start": {n: p.detach().clone() for n, p in model.named_parameters()}, "origin": origin_state}
+    return SeedStart(model, ctx, anchors, term_states)
+
+
+def _strategy_trainer(spec: RunSpec, data: DeviceData, train_idx: torch.Tensor, split: Split, cost: InitCost,
+                      seed: int):
+    """``ctx.train``: train a model (its trainable parameters) on the run's data with the run's optimiser,
+    batch size and stop rule, as a strategy's own first stage; its time and samples count as init cost."""
+    def train_model(model: nn.Module, log: Callable[[str], None] | None = None) -> TrainResult:
+        resolved = resolve_engine(spec.engine, data.x_train.device, model)
+        device = data.x_train.device
+        td = TrainData(data.x_train, data.y_train, train_idx.unsqueeze(0), split.validation.to(device).unsqueeze(0))
+        result = fit(SingleModel(model, resolved), spec.optimizer, td, [derived_seed(seed, "init-train")],
+                     batch_size=spec.batch_size, stop=spec.stop, resolved=resolved, log=log)[0]
+        cost.time_s += result.train_time_s
+        cost.samples += int(result.final["samples_seen"])
+        return result
+    return train_model
+
+
+def run_state(specs: Sequence[RunSpec], starts: Sequence[SeedStart]) -> RunState:
+    """The terms, probes and anchors of a block of runs (one condition), stacked over its seeds."""
+    spec = specs[0]
+    terms = [BoundTerm(TERMS[t.name], dict(t.options), stack_state([s.term_states[k] for s in starts]))
+             for k, t in enumerate(spec.terms)]
+    probes = [BoundProbe(PROBES[p.name], dict(p.options)) for p in spec.probes]
+    anchors = {}
+    if starts[0].anchors:
+        anchors = {a: stack_state([s.anchors[a] for s in starts]) for a in starts[0].anchors}
+    return RunState(terms, probes, anchors)
+
+
+def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split]) -> TrainData:
+    """Each seed's training and validation indices (and, with a parent on the same data, the ``old`` and
+    ``new`` parts of its training set) as rows."""
     device = data.x_train.device
-    train_idx = split.train_indices(spec.train_fraction).to(device)
-    val_idx = split.validation.to(device)
-    model = initial_model(spec, data.input_shape, data.num_classes, parent_state, device)
-    result = train(
-        model, spec.optimizer,
-        data.x_train[train_idx], data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx],
-        batch_size=spec.batch_size, stop=spec.stop, seed=spec.seed,
-        checkpointing=checkpointing, log=log, engine=spec.engine,
-    )
-    return model, result, run_metrics(spec, result, model, len(train_idx), len(val_idx), device)
+    train_idx = [split.train_indices(spec.train_fraction) for spec, split in zip(specs, splits)]
+    val_idx = [split.validation for split in splits]
+    if len({len(t) for t in train_idx}) != 1 or len({len(v) for v in val_idx}) != 1:
+        raise ValueError(f"stacked seeds need equal set sizes; n_train {[len(t) for t in train_idx]}, "
+                         f"n_val {[len(v) for v in val_idx]}")
+    td = TrainData(data.x_train, data.y_train, torch.stack(train_idx).to(device), torch.stack(val_idx).to(device))
+    parent = specs[0].parent
+    if parent is not None and parent.dataset == specs[0].dataset:
+        n_old = len(splits[0].train_indices(parent.train_fraction))
+        td.subsets = {"old": td.train_idx[:, :n_old], "new": td.train_idx[:, n_old:]}
+    return td
+
+
+def check_stackable(specs: Sequence[RunSpec]) -> None:
+    """Raise ValueError unless ``specs`` are one stackable condition at distinct seeds."""
+    if not specs:
+        raise ValueError("stacked training needs at least one spec")
+    first = specs[0]
+    if not stackable(first):
+        raise ValueError(f"{first.name}: cannot be stacked (model {first.model.arch!r}, optimiser "
+                         f"{first.optimizer.name!r}, compile {first.engine.compile}, terms, probes or kept files)")
+    reference = first.seedless()
+    for spec in specs[1:]:
+        other = spec.seedless()
+        if other != reference or spec.engine != first.engine or spec.probes != first.probes:
+            diff = sorted(k for k in set(reference) | set(other) if other.get(k) != reference.get(k))
+            raise ValueError(f"stacked specs must differ only in their seed: {spec.name} differs from "
+                             f"{first.name} in {diff or ['engine or probes']}")
+    seeds = [s.seed for s in specs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"stacked specs must have distinct seeds, got {seeds}")
+
+
+def run_training(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict | None,
+                 **kwargs) -> tuple[nn.Module, TrainResult, dict]:
+    """Train one run on already-loaded data: (final model, TrainResult, metrics)."""
+    return run_block([spec], data, [split], [parent_state], stacked=False, **kwargs)[0]
+
+
+def run_training_stacked(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split],
+                         parent_states: Sequence[dict | None], **kwargs) -> list[tuple[nn.Module, TrainResult, dict]]:
+    """Train the seeds of one condition together as a stack; per spec, what ``run_training`` returns."""
+    return run_block(specs, data, splits, parent_states, stacked=True, **kwargs)
+
+
+def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split],
+              parent_states: Sequence[dict | None], *, stacked: bool = False, method: str = "bmm",
+              parent_optimizer_states: Sequence[dict | None] | None = None,
+              checkpointing: Checkpointing | None = None, checkpoint_dir: Path | None = None,
+              log: Callable[[str], None] | None = print) -> list[tuple[nn.Module, TrainResult, dict]]:
+    """Train ``specs`` on already-loaded data: one run (``stacked`` False, a single spec) or the seeds of
+    one condition as a stack. ``splits[i]`` and ``parent_states[i]`` belong to ``specs[i]``. A single run
+    whose spec lists ``checkpoints`` keeps them in ``checkpoint_dir``. Returns, per spec and in order,
+    (final model, TrainResult, metrics)."""
+    if not len(specs) == len(splits) == len(parent_states):
+        raise ValueError(f"got {len(specs)} specs, {len(splits)} splits and {len(parent_states)} parent states")
+    if stacked:
+        check_stackable(specs)
+    elif len(specs) != 1:
+        raise ValueError("without stacking, one run at a time")
+    for spec in specs:
+        check_names(spec)
+    parent_optimizer_states = parent_optimizer_states or [None] * len(specs)
+    device = data.x_train.device
+    starts = [start_seed(spec, data, split, parent, parent_optimizer_state=popt)
+              for spec, split, parent, popt in zip(specs, splits, parent_states, parent_optimizer_states)]
+    spec0 = specs[0]
+    resolved = resolve_engine(spec0.engine, device, starts[0].model)
+    if stacked:
+        if resolved.compile:
+            raise ValueError("engine.compile: stacked training runs its own batched forward and does not compile")
+        trainee = StackedModels([s.model for s in starts], method)
+    else:
+        trainee = SingleModel(starts[0].model, resolved)
+    td = train_data(specs, data, splits)
+    on_epoch = None
+    if spec0.checkpoints:
+        if stacked or checkpoint_dir is None:
+            raise ValueError("checkpoints: a run that keeps checkpoints trains alone, with a checkpoint_dir")
+        on_epoch = checkpoint_saver(spec0, Path(checkpoint_dir), starts[0].model)
+    results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
+                  stop=spec0.stop, run=run_state(specs, starts), resolved=resolved,
+                  checkpointing=checkpointing, log=log, on_epoch=on_epoch,
+                  optimizer_state=starts[0].ctx.optimizer_state if not stacked else None,
+                  keep_optimizer=spec0.keep_optimizer)
+    n, n_val = td.train_idx.shape[1], td.val_idx.shape[1]
+    return [(start.model, result, run_metrics(spec, result, start.model, n, n_val, device, start.ctx.cost))
+            for spec, start, result in zip(specs, starts, results)]
 
 
 def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: int, n_val: int,
-                device: torch.device) -> dict:
+                device: torch.device, init_cost: InitCost | None = None) -> dict:
     """The final metrics of a run (metrics.json), whichever way it was trained."""
     final = result.final
+    init_cost = init_cost or InitCost()
     return {
         "run_id": spec.run_id,
         "name": spec.name,
@@ -84,6 +276,9 @@ def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: i
         "train_loss": final["train_loss"],
         "epochs": final["epoch"],
         "train_time_s": result.train_time_s,
+        "samples_seen": int(final["samples_seen"]),
+        "init_time_s": init_cost.time_s,  # what the init strategy spent before training (e.g. LL+WS)
+        "init_samples": init_cost.samples,
         "converged": result.converged,
         "stopped_by": result.stopped_by,
         "n_train": int(n_train),
@@ -99,45 +294,85 @@ def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: i
 
 
 def write_run(spec: RunSpec, out_dir: Path, model: nn.Module, result: TrainResult, metrics: dict) -> None:
-    """Write the run directory (RUN_FILES), each file atomically and the model last, then drop the
-    resume checkpoint, which is stale once the run is finished."""
+    """Write the run directory (RUN_FILES, and the optimiser state when kept), each file atomically and
+    the model last."""
+    import pandas as pd
+
     out_dir.mkdir(parents=True, exist_ok=True)
     save_json(spec.to_dict(), out_dir / "spec.json")
     save_json(metrics, out_dir / "metrics.json")
     epochs = pd.DataFrame(result.history)
     epochs.insert(0, "run_id", spec.run_id)
     save_parquet(epochs, out_dir / "epochs.parquet")
-    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / "model.pt")
-    resume = out_dir / "resume.pt"
-    if resume.exists():
-        os.remove(resume)
+    if spec.keep_optimizer:
+        save_torch(result.optimizer_state, out_dir / "optimizer.pt")
+    save_torch(cpu_state(model), out_dir / "model.pt")
 
 
-def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path=None, *,
-                device: str = "auto", threads: int | None = None, checkpoint_every_s: float = 300.0,
-                log: Callable[[str], None] | None = None) -> dict:
-    """Load inputs, train, write the run directory. Safe to re-run after an interruption."""
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def checkpoint_saver(spec: RunSpec, out_dir: Path, model: nn.Module):
+    """``on_epoch`` hook of a single run: keep the weights after each epoch in ``spec.checkpoints``."""
+    if not spec.checkpoints:
+        return None
+    wanted = set(spec.checkpoints)
+
+    def save(i: int, record: dict) -> None:
+        if record["epoch"] in wanted:
+            save_torch(cpu_state(model), out_dir / "checkpoints" / f"epoch{record['epoch']}.pt")
+    return save
+
+
+def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path=None, **kwargs) -> dict:
+    """``execute_runs`` for one run."""
+    return execute_runs([spec], data_path, [split_path], [out_dir], [parent_model_path], **kwargs)[0]
+
+
+def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out_dirs: Sequence,
+                 parent_model_paths: Sequence | None = None, parent_optimizer_paths: Sequence | None = None, *,
+                 stacked: bool = False, device: str = "auto", threads: int | None = None,
+                 checkpoint_every_s: float = 300.0, resume_path=None, method: str = "bmm",
+                 log: Callable[[str], None] | None = None) -> list[dict]:
+    """Load inputs, train (one run, or a stack), write each run's directory. Safe to re-run after an
+    interruption: the job resumes from ``resume_path`` (saved every ``checkpoint_every_s``)."""
     started = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    k = len(specs)
+    parent_model_paths = list(parent_model_paths or [None] * k)
+    parent_optimizer_paths = list(parent_optimizer_paths or [None] * k)
+    if not k == len(split_paths) == len(out_dirs) == len(parent_model_paths) == len(parent_optimizer_paths):
+        raise ValueError("specs, split_paths, out_dirs and parent paths must have equal lengths")
     if log is None:
+        label = specs[0].name if k == 1 else f"stack of {k} seeds"
+
         def log(msg: str) -> None:
-            print(f"[{spec.name}] {msg}", file=sys.stderr, flush=True)
+            print(f"[{label}] {msg}", file=sys.stderr, flush=True)
     dev = setup_job(device, threads, log)
     data = load_prepared(data_path, dev)
-    split = load_split(split_path)
-    parent_state = load_parent(spec, parent_model_path, dev)
-
-    resume_path = out_dir / "resume.pt"
-    model, result, metrics = run_training(
-        spec, data, split, parent_state,
-        checkpointing=Checkpointing(resume_path, every_s=checkpoint_every_s, tag=spec.run_id), log=log)
-    metrics["wall_time_s"] = time.time() - started
-    metrics["threads"] = torch.get_num_threads()
-    write_run(spec, out_dir, model, result, metrics)
-    log(f"done: val_acc {metrics['val_acc']:.4f} after {metrics['epochs']} epochs "
-        f"({metrics['stopped_by']}), {metrics['train_time_s']:.1f}s training")
-    return metrics
+    splits = [load_split(p) for p in split_paths]
+    parents = [load_parent(s, p, dev) for s, p in zip(specs, parent_model_paths)]
+    parent_opts = [None if p is None else torch.load(p, map_location=dev, weights_only=False)
+                   for p in parent_optimizer_paths]
+    out_dirs = [Path(d) for d in out_dirs]
+    resume = Path(resume_path) if resume_path else out_dirs[0] / "resume.pt"
+    tag = "+".join(s.run_id for s in specs)
+    outputs = run_block(specs, data, splits, parents, stacked=stacked, method=method,
+                           parent_optimizer_states=parent_opts,
+                           checkpointing=Checkpointing(resume, every_s=checkpoint_every_s, tag=tag),
+                           checkpoint_dir=out_dirs[0] / "checkpoints", log=log)
+    wall = time.time() - started
+    all_metrics = []
+    for spec, out_dir, (model, result, metrics) in zip(specs, out_dirs, outputs):
+        metrics["wall_time_s"] = wall  # a stack's wall time is shared by its runs
+        metrics["threads"] = torch.get_num_threads()
+        metrics["stacked_seeds"] = k if stacked else 1
+        write_run(spec, out_dir, model, result, metrics)
+        all_metrics.append(metrics)
+        log(f"done: {spec.name} val_acc {metrics['val_acc']:.4f} after {metrics['epochs']} epochs "
+            f"({metrics['stopped_by']}), {metrics['train_time_s']:.1f}s training")
+    resume.unlink(missing_ok=True)  # stale once every run is written
+    return all_metrics
 
 
 def setup_job(device: str, threads: int | None, log: Callable[[str], None]) -> torch.device:

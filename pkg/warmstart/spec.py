@@ -1,10 +1,14 @@
-"""Typed, validated description of one training run, and the identity derived from it.
+"""Typed, validated descriptions of training runs and online streams, and the identity derived from them.
 
 A run's identity is a short hash of its canonical JSON form. The workflow puts that hash in the run's
 output directory, so results are content-addressed: two experiments that need the same run share one
 directory (and train it once), an edited condition gets a new directory, and changing it back finds the
-old one again. Anything that changes the numbers a run produces belongs in the spec; anything that does
-not (device, thread count, logging) stays out, so it never invalidates results.
+old one again. Anything that changes the numbers a run produces belongs in the identity; anything that
+does not (device, thread count, logging, the probes that only measure, which checkpoints are kept) is
+part of the spec but not of its hash, so it never invalidates results.
+
+This module is plain Python: it knows the structure of a spec, not the registries that give its names a
+meaning (those are checked where the names are used, and by the planner before any job runs).
 """
 from __future__ import annotations
 
@@ -16,9 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-
-class SpecError(ValueError):
-    """A run or config value is invalid. The message starts with the offending key."""
+from .errors import SpecError
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -72,6 +74,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """``name`` is an entry of ``warmstart.train.OPTIMIZERS``."""
+
     name: str
     lr: float
     weight_decay: float = 0.0
@@ -81,11 +85,9 @@ class OptimizerSpec:
         _coerce_floats(self, "optimizer", "lr", "weight_decay", "momentum")
 
     def validate(self, key: str = "optimizer") -> None:
-        _check(self.name in ("sgd", "adam"), f"{key}.name", f"must be 'sgd' or 'adam', got {self.name!r}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"{key}.lr", f"must be a positive number, got {self.lr!r}")
         _check(self.weight_decay >= 0, f"{key}.weight_decay", f"must be >= 0, got {self.weight_decay!r}")
         _check(0 <= self.momentum < 1, f"{key}.momentum", f"must be in [0, 1), got {self.momentum!r}")
-        _check(self.name == "sgd" or self.momentum == 0, f"{key}.momentum", "only applies to sgd")
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,34 @@ class StopSpec:
 
 @dataclass(frozen=True)
 class InitSpec:
-    """How the weights are initialised; ``strategy`` names an entry of ``warmstart.init.STRATEGIES``."""
+    """How the weights are initialised: ``strategy`` names an entry of ``warmstart.init.STRATEGIES``,
+    ``options`` are its keyword arguments (e.g. shrink-perturb's ``shrink`` and ``perturb``)."""
 
     strategy: str = "random"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """A loss term added to the cross-entropy: ``name`` is an entry of ``warmstart.terms.TERMS``, ``options``
+    its keyword arguments (its coefficient among them). Part of a run's identity."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A per-epoch measurement: ``name`` is an entry of ``warmstart.probes.PROBES``. It only measures (it
+    changes no weight, optimiser state or random stream), so it is not part of a run's identity."""
+
+    name: str
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -158,13 +185,25 @@ class EngineSpec:
         _check(isinstance(self.compile, bool), f"{key}.compile", "must be true or false")
 
 
+def _named(cls, items, key: str) -> tuple:
+    out = tuple(x if isinstance(x, cls) else cls(**x) for x in items)
+    names = [x.name for x in out]
+    _check(len(set(names)) == len(names), key, f"each may appear once, got {names}")
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a training run's results.
+    """Everything that determines a training run's results, and what it must measure and keep.
 
     ``train_fraction`` selects the first ``round(train_fraction * len(pool))`` samples of the seeded,
     shuffled training pool, so a 50% run's data are a subset of the 100% run's data with the same seed.
-    ``seed`` seeds the split, the initialisation and the batch order.
+    ``seed`` seeds the split, the initialisation and the batch order. A child run starts from its
+    ``parent``'s final weights, or from the parent's checkpoint after ``parent_epoch`` epochs.
+
+    Not part of the identity: ``probes`` (per-epoch measurements), ``checkpoints`` (epochs after which
+    the weights are kept, for children that start there) and ``keep_optimizer`` (keep the final optimiser
+    state, for children that continue it).
     """
 
     dataset: DatasetSpec
@@ -178,15 +217,21 @@ class RunSpec:
     init: InitSpec = field(default_factory=InitSpec)
     parent: "RunSpec | None" = None
     engine: EngineSpec = field(default_factory=EngineSpec)
+    terms: tuple[TermSpec, ...] = ()
+    parent_epoch: int | None = None
+    probes: tuple[ProbeSpec, ...] = ()
+    checkpoints: tuple[int, ...] = ()
+    keep_optimizer: bool = False
 
     def __post_init__(self) -> None:
         _coerce_floats(self, "", "train_fraction", "validation_fraction")
+        object.__setattr__(self, "terms", _named(TermSpec, self.terms, "terms"))
+        object.__setattr__(self, "probes", _named(ProbeSpec, self.probes, "probes"))
+        object.__setattr__(self, "checkpoints", tuple(sorted(set(self.checkpoints))))
         self.validate()
 
     # -- validation ---------------------------------------------------------------------------------
     def validate(self) -> None:
-        from . import init as init_registry  # late import: init imports models which imports torch
-
         self.optimizer.validate()
         self.stop.validate()
         self.engine.validate()
@@ -196,17 +241,20 @@ class RunSpec:
         _check(0 < self.train_fraction <= 1, "train_fraction", f"must be in (0, 1], got {self.train_fraction!r}")
         _check(0 < self.validation_fraction < 1, "validation_fraction",
                f"must be in (0, 1), got {self.validation_fraction!r}")
-        strategy = init_registry.STRATEGIES.get(self.init.strategy)
-        _check(strategy is not None, "init.strategy",
-               f"unknown strategy {self.init.strategy!r}; known: {sorted(init_registry.STRATEGIES)}")
-        _check(not strategy.needs_parent or self.parent is not None, "init.strategy",
-               f"{self.init.strategy!r} needs a parent run to start from")
+        for e in self.checkpoints:
+            _check(_is_int(e) and 1 <= e <= self.stop.max_epochs, "checkpoints",
+                   f"epochs must be integers in [1, max_epochs={self.stop.max_epochs}], got {e!r}")
         if self.parent is not None:
             _check(self.parent.seed == self.seed, "parent.seed", "a parent run must share the child's seed (and so its split)")
+        _check(self.parent_epoch is None or (self.parent is not None and _is_int(self.parent_epoch)
+                                             and self.parent_epoch in self.parent.checkpoints),
+               "parent_epoch", "must be one of the parent's checkpoints")
 
     # -- identity -----------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
-        """The JSON-able form that defines identity. The parent enters by its own id (a Merkle chain)."""
+        """The JSON-able form that defines identity. The parent enters by its own id (a Merkle chain).
+        Fields added after the first runs were made enter only when they differ from their default,
+        so those runs keep their ids."""
         identity = {
             "dataset": dataclasses.asdict(self.dataset),
             "model": dataclasses.asdict(self.model),
@@ -221,6 +269,10 @@ class RunSpec:
         }
         if self.engine.precision != "fp32":
             identity["precision"] = self.engine.precision
+        if self.terms:
+            identity["terms"] = [dataclasses.asdict(t) for t in self.terms]
+        if self.parent_epoch is not None:
+            identity["parent_epoch"] = self.parent_epoch
         return identity
 
     # Cached: a spec is immutable, and a plan asks for the ids of its runs (and their parents') often
@@ -239,6 +291,14 @@ class RunSpec:
         frac = f"{self.train_fraction:g}".replace(".", "p")
         return f"{self.dataset.name}_{self.model.arch}_{self.optimizer.name}_{self.init.strategy}_f{frac}"
 
+    def seedless(self) -> dict[str, Any]:
+        """The identity with the seed left out, the parent's (recursively) likewise: runs that differ
+        only in their seed share it (they are one condition)."""
+        d = self.canonical()
+        d.pop("seed")
+        d["parent"] = None if self.parent is None else self.parent.seedless()
+        return d
+
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Full form, parent spec included, so a run directory's spec.json alone can rebuild the run."""
@@ -248,6 +308,12 @@ class RunSpec:
         out.pop("precision", None)
         out["engine"] = dataclasses.asdict(self.engine)
         out["run_id"] = self.run_id
+        if self.probes:
+            out["probes"] = [dataclasses.asdict(p) for p in self.probes]
+        if self.checkpoints:
+            out["checkpoints"] = list(self.checkpoints)
+        if self.keep_optimizer:
+            out["keep_optimizer"] = True
         return out
 
     def to_json(self) -> str:
@@ -267,6 +333,11 @@ class RunSpec:
             init=InitSpec(**d["init"]),
             parent=None if d.get("parent") is None else cls.from_dict(d["parent"]),
             engine=EngineSpec(**d.get("engine", {})),
+            terms=tuple(d.get("terms", ())),
+            parent_epoch=d.get("parent_epoch"),
+            probes=tuple(d.get("probes", ())),
+            checkpoints=tuple(d.get("checkpoints", ())),
+            keep_optimizer=d.get("keep_optimizer", False),
         )
         if "run_id" in d and d["run_id"] != spec.run_id:
             raise SpecError(f"run_id: stored {d['run_id']!r} does not match the spec's hash {spec.run_id!r}")
@@ -278,6 +349,63 @@ class RunSpec:
 
     def replace(self, **changes: Any) -> "RunSpec":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One online stream: dataset x model x policy x init strategy x seed.
+
+    ``round`` holds the per-round training settings (dataset, model, optimiser, batch size, stop rule,
+    seed, validation fraction, loss terms, probes) as a RunSpec template; its own data fraction, init and
+    parent are unused. ``policy`` names an entry of ``warmstart.policies.POLICIES``; ``init`` is applied
+    to the previous round's weights at the start of every round after the first (a strategy that needs
+    no parent, like ``random``, starts each round afresh).
+    """
+
+    round: RunSpec
+    policy: str = "random"
+    init: InitSpec = field(default_factory=lambda: InitSpec("warm"))
+    round_size: int = 100
+    max_samples: int | None = None  # None: until the pool is exhausted
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.round_size) and self.round_size >= 1, "round_size",
+               f"must be a positive integer, got {self.round_size!r}")
+        _check(self.max_samples is None or (_is_int(self.max_samples) and self.max_samples >= 1), "max_samples",
+               f"must be a positive integer or null, got {self.max_samples!r}")
+
+    @property
+    def seed(self) -> int:
+        return self.round.seed
+
+    def canonical(self) -> dict[str, Any]:
+        template = self.round.canonical()
+        for unused in ("train_fraction", "init", "parent"):
+            template.pop(unused)
+        return {"round": template, "policy": self.policy, "init": dataclasses.asdict(self.init),
+                "round_size": self.round_size, "max_samples": self.max_samples}
+
+    @functools.cached_property
+    def stream_id(self) -> str:
+        return short_hash(self.canonical(), 12)
+
+    @functools.cached_property
+    def name(self) -> str:
+        r = self.round
+        return (f"{r.dataset.name}_{r.model.arch}_{r.optimizer.name}_{self.policy}_{self.init.strategy}"
+                f"_r{self.round_size}_s{r.seed}_{self.stream_id}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round.to_dict(), "policy": self.policy, "init": dataclasses.asdict(self.init),
+                "round_size": self.round_size, "max_samples": self.max_samples, "stream_id": self.stream_id}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StreamSpec":
+        spec = cls(round=RunSpec.from_dict(d["round"]), policy=d["policy"], init=InitSpec(**d["init"]),
+                   round_size=d["round_size"], max_samples=d["max_samples"])
+        if "stream_id" in d and d["stream_id"] != spec.stream_id:
+            raise SpecError(f"stream_id: stored {d['stream_id']!r} does not match the spec's hash {spec.stream_id!r}")
+        return spec
 
 
 def canonical_json(obj: Any) -> str:

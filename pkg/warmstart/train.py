@@ -1,36 +1,88 @@
-"""The training engine: train a model on device-resident tensors until a stop rule fires.
+"""The training engine: one training step, one epoch record and one loop for every kind of run.
+
+A run trains S models side by side: S = 1 for a single run (any model, ``SingleModel``) and for an online
+round, S = the seeds of one condition for a stack of cheap models (``StackedModels``: the seeds' weights
+as ``[S, ...]`` tensors, every linear layer one batched matrix product). Both present the same interface
+(forward over ``[S, B, ...]`` inputs, weights as ``[S, ...]`` tensors), so everything below is written
+once over a leading seed dimension:
+
+* ``batch_objective``: each seed's mean cross-entropy plus the run's loss terms (``warmstart.terms``);
+* ``train_epoch``: one pass in batches; the summed objective is back-propagated, so each seed's slice of
+  the stacked weights gets exactly its own gradient;
+* ``epoch_record``: the per-epoch row of ``epochs.parquet``, with the probes' columns (``warmstart.probes``);
+* ``fit``: epochs until each seed's stop rule fires; a finished seed is written out of the stack and its
+  rows (and optimiser state) dropped; resumable state is saved every ``checkpoint_every_s``.
 
 The hot loop is lean on purpose: the data already live on the device, a batch is an index slice of a
-seeded permutation, and losses and accuracies accumulate in device scalars that are read once per epoch,
+seeded permutation, and losses and accuracies accumulate in device tensors that are read once per epoch,
 so there is no per-step host synchronisation and no per-sample Python.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import SpecError
 from .io import save_torch
+from .probes import BoundProbe, ProbeContext
+from .registry import Registry
 from .spec import EngineSpec, OptimizerSpec, StopSpec
-
-OPTIMIZERS: dict[str, Callable[[Any, OptimizerSpec], torch.optim.Optimizer]] = {
-    # A fresh optimiser per run: the paper resets Adam's state between rounds (its Section 3.5).
-    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
-    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
-}
+from .terms import BoundTerm, TermBatch
 
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "samples_seen")
 
 
-def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimizer:
-    return OPTIMIZERS[spec.name](model.parameters(), spec)
+# -- optimisers -------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Optimizer:
+    build: Callable[[Any, OptimizerSpec], torch.optim.Optimizer]
+    # Elementwise: each element's update depends only on that element's gradient and state, so one
+    # optimiser over S seeds' stacked tensors is S independent optimisers (stacking needs this).
+    elementwise: bool
+    momentum: bool  # whether it takes the spec's momentum
+
+    def check(self, spec: OptimizerSpec, key: str) -> None:
+        if spec.momentum and not self.momentum:
+            raise SpecError(f"{key}.momentum: {spec.name!r} takes no momentum")
+
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+
+
+def register_optimizer(name: str, elementwise: bool, momentum: bool = False):
+    def decorate(fn):
+        OPTIMIZERS.add(name, Optimizer(fn, elementwise, momentum))
+        return fn
+    return decorate
+
+
+@register_optimizer("sgd", elementwise=True, momentum=True)
+def _sgd(params, o: OptimizerSpec) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+@register_optimizer("adam", elementwise=True)
+def _adam(params, o: OptimizerSpec) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
+    """A fresh optimiser per run: the paper resets Adam's state between rounds (its Section 3.5)."""
+    if isinstance(params, nn.Module):
+        params = [p for p in params.parameters() if p.requires_grad]
+    return OPTIMIZERS.lookup(spec.name, "optimizer.name").build(params, spec)
+
+
+# -- engine options ---------------------------------------------------------------------------------------
 
 # bf16 autocast on the CPU. None (auto): only for convolutional models, and only on CPUs with native
 # bf16 instructions (AVX512-BF16 or AMX). Measured on the development CPU (AMD EPYC with AVX512-BF16,
@@ -85,12 +137,319 @@ def prepare_model(model: nn.Module, resolved: ResolvedEngine) -> nn.Module:
     return torch.compile(model) if resolved.compile else model
 
 
+def _formatted(xb: torch.Tensor, resolved: ResolvedEngine) -> torch.Tensor:
+    return xb.contiguous(memory_format=torch.channels_last) if resolved.channels_last and xb.dim() == 4 else xb
+
+
+# -- the models being trained: one, or a stack of seeds ------------------------------------------------------
+
+class SingleModel:
+    """One model of any architecture, seen through the seed-stacked interface with S = 1."""
+
+    num_seeds = 1
+
+    def __init__(self, model: nn.Module, resolved: ResolvedEngine = ResolvedEngine()):
+        self.model, self.resolved = model, resolved
+        self.module = prepare_model(model, resolved)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(_formatted(x[0], self.resolved)).unsqueeze(0)
+
+    def named_params(self) -> dict[str, torch.Tensor]:
+        return {n: p.unsqueeze(0) for n, p in self.model.named_parameters()}
+
+    def optimizer_params(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def grads(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gradients of ``loss`` by the trainable weights as [1, ...] tensors, leaving ``.grad`` alone."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        return {n: (torch.zeros_like(p) if g is None else g).unsqueeze(0) for (n, p), g in zip(named, grads)}
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def models(self) -> list[nn.Module]:
+        return [self.model]
+
+    def keep(self, rows: list[int], opt: torch.optim.Optimizer, make_opt) -> torch.optim.Optimizer:
+        if rows != [0]:
+            raise ValueError("a single model keeps its one row until it is done")
+        return opt
+
+    def export(self, row: int) -> None:
+        """Write row ``row``'s weights into its own module (a single model trains in place)."""
+
+    def resume_state(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def load_resume_state(self, state: dict, make_opt) -> torch.optim.Optimizer:
+        self.model.load_state_dict(state["model"])
+        return make_opt(self.optimizer_params())
+
+
+_ACTIVATIONS = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
+STACK_METHODS = ("bmm", "vmap")
+
+
+def stack_layers(model: nn.Module) -> list[tuple]:
+    """The model as a list of ops the batched forward runs: only Flatten, Linear, Tanh and ReLU."""
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"stacked training needs an nn.Sequential model, got {type(model).__name__}")
+    ops: list[tuple] = []
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+            ops.append(("flatten",))
+        elif isinstance(layer, nn.Linear):
+            ops.append(("linear", f"{name}.weight", None if layer.bias is None else f"{name}.bias"))
+        elif type(layer) in _ACTIVATIONS:
+            ops.append(("act", _ACTIVATIONS[type(layer)]))
+        else:
+            raise ValueError(f"stacked training cannot batch layer {name}: {layer!r}")
+    if any(True for _ in model.buffers()):
+        raise ValueError("stacked training does not support models with buffers")
+    return ops
+
+
+def _bmm_forward(ops: list[tuple]) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
+    """Hand-written batched forward: x [S, B, ...] -> logits [S, B, C], one baddbmm per linear layer."""
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for op in ops:
+            if op[0] == "flatten":
+                h = h.flatten(2)
+            elif op[0] == "linear":
+                w = params[op[1]].transpose(1, 2)
+                h = torch.bmm(h, w) if op[2] is None else torch.baddbmm(params[op[2]].unsqueeze(1), h, w)
+            else:
+                h = op[1](h)
+        return h
+    return forward
+
+
+def _vmap_forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
+    """The same through torch.func: vmap over functional_call of a weightless copy of the model."""
+    base = copy.deepcopy(model).to("meta")
+
+    def one(params, x):
+        return torch.func.functional_call(base, params, (x,))
+    return torch.vmap(one, in_dims=(0, 0))
+
+
+class StackedModels:
+    """S seeds of one stackable model (``stack_layers``) as ``[S, ...]`` leaf tensors, one row per seed.
+
+    Each seed keeps its own module (``models()``); ``export(row)`` copies its row back into it, and
+    ``keep(rows)`` drops finished rows from the weights and the optimiser state alike."""
+
+    def __init__(self, models: Sequence[nn.Module], method: str = "bmm"):
+        if method not in STACK_METHODS:
+            raise ValueError(f"method must be one of {STACK_METHODS}, got {method!r}")
+        self._models = list(models)
+        self._forward = _bmm_forward(stack_layers(self._models[0])) if method == "bmm" else _vmap_forward(self._models[0])
+        self.trainable = {n: p.requires_grad for n, p in self._models[0].named_parameters()}
+        self.params = self._leaves({n: torch.stack([dict(m.named_parameters())[n].detach() for m in self._models])
+                                    for n in self.trainable})
+        self.rows = list(range(len(self._models)))  # the model behind each row still in the stack
+        self._training = True
+
+    def _leaves(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: t.detach().clone().requires_grad_(self.trainable[n]) for n, t in tensors.items()}
+
+    @property
+    def num_seeds(self) -> int:
+        return len(self.rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, x)
+
+    def named_params(self) -> dict[str, torch.Tensor]:
+        return self.params
+
+    def optimizer_params(self) -> list[torch.Tensor]:
+        return [p for p in self.params.values() if p.requires_grad]
+
+    def grads(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        named = [(n, p) for n, p in self.params.items() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named, grads)}
+
+    def train(self, mode: bool = True) -> None:
+        self._training = mode  # no dropout or normalisation layers: the mode changes nothing
+
+    @property
+    def training(self) -> bool:
+        return self._training
+
+    def models(self) -> list[nn.Module]:
+        return self._models
+
+    def export(self, row: int) -> None:
+        with torch.no_grad():
+            for name, p in self._models[self.rows[row]].named_parameters():
+                p.copy_(self.params[name][row])
+
+    def keep(self, rows: list[int], opt: torch.optim.Optimizer, make_opt) -> torch.optim.Optimizer:
+        """Keep only ``rows``: new leaves holding them, and an optimiser whose per-parameter state
+        (momentum buffers, Adam's moments) is sliced the same way; scalar state (Adam's step) is kept."""
+        index = torch.tensor(rows, device=next(iter(self.params.values())).device)
+        state = opt.state_dict()
+        for per_param in state["state"].values():
+            for key, value in per_param.items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    per_param[key] = value[index]
+        self.params = self._leaves({n: p[index] for n, p in self.params.items()})
+        self.rows = [self.rows[r] for r in rows]
+        new_opt = make_opt(self.optimizer_params())
+        new_opt.load_state_dict(state)
+        return new_opt
+
+    def resume_state(self) -> dict:
+        return {"params": {n: p.detach() for n, p in self.params.items()}, "rows": self.rows}
+
+    def load_resume_state(self, state: dict, make_opt) -> torch.optim.Optimizer:
+        self.params = self._leaves(state["params"])
+        self.rows = list(state["rows"])
+        return make_opt(self.optimizer_params())
+
+
+def stack_state(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-seed tensors (anchors, a term's setup) as [S, ...] tensors."""
+    return {n: torch.stack([s[n] for s in states]) for n in states[0]} if states and states[0] else {}
+
+
+# -- one batch, one epoch ------------------------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    """What a run's terms and probes read besides the batch, as [S, ...] tensors (rows as in the trainee):
+    ``anchors['start']`` the weights the run began training from, ``anchors['origin']`` its lineage's
+    first initialisation (for a batch run the fresh model under its seed, which is also its phase-1
+    parent's initialisation; for an online stream the first round's)."""
+
+    terms: list[BoundTerm] = field(default_factory=list)
+    probes: list[BoundProbe] = field(default_factory=list)
+    anchors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def keep(self, index: torch.Tensor) -> None:
+        for anchor in self.anchors.values():
+            for n in anchor:
+                anchor[n] = anchor[n][index]
+        for term in self.terms:
+            term.state = {n: t[index] for n, t in term.state.items()}
+
+
+def batch_objective(trainee, xb: torch.Tensor, yb: torch.Tensor, run: RunState,
+                    resolved: ResolvedEngine) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The one definition of what a run minimises: per seed, the mean cross-entropy of the batch plus
+    every loss term of the run. Returns (objective [S], cross-entropy [S], logits [S, B, C])."""
+    with resolved.context(xb.device):
+        logits = trainee.forward(xb)
+    logits = logits.float()
+    s = logits.shape[0]
+    ce = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(s, -1).mean(1)
+    objective = ce
+    if run.terms:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with resolved.context(x.device):
+                return trainee.forward(x).float()
+        batch = TermBatch(logits=logits, targets=yb, inputs=xb, cross_entropy=ce, params=trainee.named_params(),
+                          anchors=run.anchors, state={}, forward=forward)
+        for term in run.terms:
+            objective = objective + term(batch)
+    return objective, ce, logits
+
+
+def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
+                batch_size: int, run: RunState | None = None,
+                resolved: ResolvedEngine = ResolvedEngine()) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of every seed over its batch order ``order`` [S, n] (indices into x, y). Returns each
+    seed's summed cross-entropy and correct count as device tensors [S] (read them once, after the epoch:
+    reading per step would synchronise the host every step)."""
+    run = run or RunState()
+    s, n = order.shape
+    loss_sum = torch.zeros(s, device=x.device)
+    correct = torch.zeros(s, device=x.device, dtype=torch.long)
+    for start in range(0, n, batch_size):
+        idx = order[:, start:start + batch_size]
+        xb, yb = x[idx], y[idx]  # [S, B, ...], [S, B]
+        objective, ce, logits = batch_objective(trainee, xb, yb, run, resolved)
+        opt.zero_grad(set_to_none=True)
+        objective.sum().backward()  # d(sum)/d(row s) = d(objective s)/d(row s): each seed's own gradient
+        opt.step()
+        loss_sum += ce.detach() * idx.shape[1]
+        correct += (logits.detach().argmax(-1) == yb).sum(1)
+    return loss_sum, correct
+
+
+@contextlib.contextmanager
+def eval_mode(trainee):
+    was_training = trainee.training
+    trainee.train(False)
+    try:
+        yield
+    finally:
+        trainee.train(was_training)
+
+
+def evaluate_rows(trainee, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch_size: int = 4096,
+                  resolved: ResolvedEngine = ResolvedEngine()) -> tuple[list[float], list[float]]:
+    """Per-seed mean cross-entropy and accuracy, each seed on its own indices ``idx[s]``, in eval mode, in
+    large batches, one host sync."""
+    s, n = idx.shape
+    loss_sum = torch.zeros(s, device=x.device)
+    correct = torch.zeros(s, device=x.device, dtype=torch.long)
+    with eval_mode(trainee), torch.inference_mode():
+        for start in range(0, n, batch_size):
+            part = idx[:, start:start + batch_size]
+            yb = y[part]
+            with resolved.context(x.device):
+                logits = trainee.forward(x[part]).float()
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(s, -1).sum(1)
+            correct += (logits.argmax(-1) == yb).sum(1)
+    n = max(n, 1)
+    return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096,
+             resolved: ResolvedEngine = ResolvedEngine()) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of one model on (x, y)."""
+    idx = torch.arange(len(x), device=x.device).unsqueeze(0)
+    losses, accs = evaluate_rows(SingleModel(model, resolved), x, y, idx, batch_size, resolved)
+    return losses[0], accs[0]
+
+
+def summed_cross_entropy(trainee, x: torch.Tensor, y: torch.Tensor, resolved: ResolvedEngine):
+    """(inputs [S, B, ...], targets [S, B]) -> each seed's summed cross-entropy [S], differentiable."""
+    def objective(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with resolved.context(xb.device):
+            logits = trainee.forward(xb).float()
+        s = logits.shape[0]
+        return F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(s, -1).sum(1)
+    return objective
+
+
+def epoch_record(epoch: int, loss_sum: float, correct: int, n: int, val_loss: float, val_acc: float,
+                 epoch_time_s: float, samples_seen: int, measured: dict[str, float]) -> dict[str, float]:
+    """The one definition of a row of ``epochs.parquet`` (EPOCH_FIELDS, then the probes' columns)."""
+    return {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val_loss,
+            "val_acc": val_acc, "epoch_time_s": epoch_time_s, "samples_seen": samples_seen, **measured}
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]]
     stopped_by: str  # "threshold" (reached the training-accuracy threshold), "max_epochs" or "epochs"
-    train_time_s: float  # training only: evaluation excluded
-    engine: "ResolvedEngine" = field(default_factory=lambda: ResolvedEngine())
+    train_time_s: float  # training only: evaluation and probes excluded
+    engine: ResolvedEngine = field(default_factory=ResolvedEngine)
+    optimizer_state: dict | None = None  # the final optimiser state, when asked to keep it (single runs)
 
     @property
     def converged(self) -> bool:
@@ -103,55 +462,26 @@ class TrainResult:
 
 @dataclass
 class Checkpointing:
-    """Periodic resumable state, so an interrupted long run resumes instead of starting over."""
+    """Periodic resumable state, so an interrupted long run (or stack) resumes instead of starting over."""
 
     path: Path
     every_s: float = 300.0
-    tag: str = ""  # the run id: a resume file of another run is never picked up
+    tag: str = ""  # the run (or stack) id: a resume file of another run is never picked up
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096,
-             resolved: ResolvedEngine = ResolvedEngine()) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on (x, y), in eval mode, in large batches, one host sync."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        with resolved.context(x.device):
-            logits = model(_formatted(x[start:start + batch_size], resolved))
-        yb = y[start:start + batch_size]
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    n = max(len(x), 1)
-    return loss_sum.item() / n, correct.item() / n
+@dataclass
+class TrainData:
+    """Where every seed's samples are: all of them on the device, each seed's sets as index rows."""
 
+    x: torch.Tensor
+    y: torch.Tensor
+    train_idx: torch.Tensor  # [S, n]
+    val_idx: torch.Tensor  # [S, m]
+    subsets: dict[str, torch.Tensor] = field(default_factory=dict)  # named [S, k] index rows, for probes
 
-def _formatted(xb: torch.Tensor, resolved: ResolvedEngine) -> torch.Tensor:
-    return xb.contiguous(memory_format=torch.channels_last) if resolved.channels_last and xb.dim() == 4 else xb
-
-
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                perm: torch.Tensor, batch_size: int,
-                resolved: ResolvedEngine = ResolvedEngine()) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over ``perm`` in batches; returns the summed loss and correct count as device scalars
-    (read them once, after the epoch: reading per step would synchronise the host every step)."""
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(perm), batch_size):
-        idx = perm[start:start + batch_size]
-        xb, yb = _formatted(x[idx], resolved), y[idx]
-        with resolved.context(x.device):
-            logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == yb).sum()
-    return loss_sum, correct
+    def rows(self, index: torch.Tensor) -> "TrainData":
+        return TrainData(self.x, self.y, self.train_idx[index], self.val_idx[index],
+                         {k: v[index] for k, v in self.subsets.items()})
 
 
 def _synchronize(device: torch.device) -> None:
@@ -159,100 +489,148 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(
-    model: nn.Module,
-    optimizer: OptimizerSpec,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    *,
-    batch_size: int,
-    stop: StopSpec,
-    seed: int,
-    eval_batch_size: int = 4096,
-    checkpointing: Checkpointing | None = None,
-    log: Callable[[str], None] | None = print,
-    log_every_s: float = 10.0,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    evaluate_every_epoch: bool = True,
-    engine: EngineSpec | None = None,
-) -> TrainResult:
-    """Train ``model`` in place on (x_train, y_train) and evaluate on (x_val, y_val) after every epoch.
+def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int], *, batch_size: int,
+        stop: StopSpec, run: RunState | None = None, resolved: ResolvedEngine = ResolvedEngine(),
+        eval_batch_size: int = 4096, evaluate_every_epoch: bool = True, checkpointing: Checkpointing | None = None,
+        log: Callable[[str], None] | None = print, log_every_s: float = 10.0,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None, optimizer_state: dict | None = None,
+        keep_optimizer: bool = False) -> list[TrainResult]:
+    """Train every seed of ``trainee`` until its stop rule fires; returns one TrainResult per seed, in order.
 
-    Training accuracy is the running accuracy over the epoch in train mode, as in the authors' code;
-    it is what the ``converged`` stop rule compares with the threshold. With ``evaluate_every_epoch``
-    off, only the last epoch is evaluated (its record has the validation metrics, earlier ones NaN): for
-    online rounds, where only each round's final model is reported. ``engine`` selects precision,
-    memory format and compilation (see EngineSpec); what was applied is in the result's ``engine``.
+    Seed i's batch order comes from its own generator, ``manual_seed(2 * seeds[i] + 1)``, one ``randperm``
+    per epoch over its own training indices, so it depends only on the seed, not on what else is stacked.
+    Training accuracy is the running accuracy over the epoch in train mode, as in the authors' code; it
+    is what the ``converged`` stop rule compares with the threshold. With ``evaluate_every_epoch`` off,
+    a seed is evaluated only after its last epoch (the other records hold NaN). ``epoch_time_s`` of a seed
+    is the epoch's training time divided by the seeds trained in it (its share of the shared work).
     """
-    device = x_train.device
-    n = len(x_train)
-    opt = build_optimizer(model, optimizer)
-    resolved = resolve_engine(engine, device, model)
-    step_model = prepare_model(model, resolved)
-    # Batch order has its own generator, so it depends only on the seed and not on how the model was made
-    order_gen = torch.Generator().manual_seed(2 * seed + 1)
-    history: list[dict[str, float]] = []
-    samples_seen, train_time_s, start_epoch = 0, 0.0, 0
+    run = run or RunState()
+    device = data.x.device
+    s_all = len(seeds)
+    make_opt = lambda params: build_optimizer(params, optimizer)  # noqa: E731
+    opt = make_opt(trainee.optimizer_params())
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    gens = [torch.Generator().manual_seed(2 * seed + 1) for seed in seeds]
+    n, n_val = data.train_idx.shape[1], data.val_idx.shape[1]
+    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+    stopped_by = [stop.cap_reason] * s_all
+    train_time = [0.0] * s_all
+    finished: dict[int, dict] = {}  # row of a seed done before a resume -> its final state dict
+    active = list(range(s_all))  # seed positions of the trainee's rows, in row order
+    subset = data
 
     if checkpointing is not None and checkpointing.path.exists():
-        state = torch.load(checkpointing.path, weights_only=False, map_location=device)
-        if state.get("tag") == checkpointing.tag:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            order_gen.set_state(state["order_gen"])
-            history, samples_seen, train_time_s = state["history"], state["samples_seen"], state["train_time_s"]
-            start_epoch = len(history)
+        saved = torch.load(checkpointing.path, weights_only=False, map_location=device)
+        if saved.get("tag") == checkpointing.tag:
+            active, histories, stopped_by, train_time = (saved["active"], saved["histories"], saved["stopped_by"],
+                                                         saved["train_time"])
+            for i, state in saved["finished"].items():
+                trainee.models()[i].load_state_dict(state)
+                finished[i] = state
+            index = torch.tensor(active, device=device)
+            run.keep(index)
+            subset = data.rows(index)
+            opt = trainee.load_resume_state(saved["trainee"], make_opt)
+            opt.load_state_dict(saved["optimizer"])
+            for g, state in zip(gens, saved["generators"]):
+                g.set_state(state)
             if log:
-                log(f"resumed from {checkpointing.path} after epoch {start_epoch}")
+                log(f"resumed from {checkpointing.path} after epoch {len(histories[active[0]])}")
     last_checkpoint = last_log = time.monotonic()
 
-    stopped_by = stop.cap_reason
-    if history and stop.reached(history[-1]["train_acc"]):
-        stopped_by = "threshold"  # interrupted between finishing and saving: nothing left to train
-    model.train()
+    trainee.train(True)
+    start_epoch = len(histories[active[0]]) if active else stop.max_epochs
     for epoch in range(start_epoch, stop.max_epochs):
-        if stopped_by == "threshold":
-            break
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=order_gen).to(device, non_blocking=True)
-        loss_sum, correct = train_epoch(step_model, opt, x_train, y_train, perm, batch_size, resolved)
+        perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active]).to(device, non_blocking=True)
+        order = torch.gather(subset.train_idx, 1, perms)
+        loss_sum, correct = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run, resolved)
         _synchronize(device)
-        epoch_time = time.perf_counter() - t0
-        train_time_s += epoch_time
-        samples_seen += n
+        epoch_time = (time.perf_counter() - t0) / len(active)
 
-        train_acc = correct.item() / n
-        if stop.reached(train_acc):
-            stopped_by = "threshold"
-        last = epoch + 1 == stop.max_epochs or stopped_by == "threshold"
-        if evaluate_every_epoch or last:
-            val_loss, val_acc = evaluate(step_model, x_val, y_val, eval_batch_size, resolved)
-        else:
-            val_loss = val_acc = float("nan")
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / n,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "epoch_time_s": epoch_time,
-            "samples_seen": samples_seen,
-        }
-        history.append(record)
-        if on_epoch:
-            on_epoch(record)
+        loss_sum, correct = loss_sum.tolist(), correct.tolist()
+        done = [row for row, i in enumerate(active) if stop.reached(correct[row] / n) or epoch + 1 == stop.max_epochs]
+        if evaluate_every_epoch or done:
+            val_loss, val_acc = evaluate_rows(trainee, data.x, data.y, subset.val_idx, eval_batch_size, resolved)
+        measured = _measure(trainee, data, subset, run, resolved, eval_batch_size)
+        for row, i in enumerate(active):
+            train_time[i] += epoch_time
+            shown = evaluate_every_epoch or row in done
+            record = epoch_record(epoch + 1, loss_sum[row], correct[row], n,
+                                  val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
+                                  epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
+            histories[i].append(record)
+            if stop.reached(record["train_acc"]):
+                stopped_by[i] = "threshold"
+            if on_epoch:
+                on_epoch(i, record)
+            if row in done:
+                trainee.export(row)
+                if log and s_all > 1:
+                    log(f"[seed {seeds[i]}] done after epoch {epoch + 1} ({stopped_by[i]}): "
+                        f"train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}")
 
         now = time.monotonic()
-        if log and (last or now - last_log >= log_every_s):
-            log(f"epoch {epoch + 1}/{stop.max_epochs}  train_loss {record['train_loss']:.4f}  "
-                f"train_acc {record['train_acc']:.4f}  val_acc {val_acc:.4f}  train_time {train_time_s:.1f}s")
+        if log and (now - last_log >= log_every_s or (s_all == 1 and done)):
+            log(f"epoch {epoch + 1}/{stop.max_epochs}: " + "  ".join(
+                f"train_acc {histories[i][-1]['train_acc']:.4f} val_acc {histories[i][-1]['val_acc']:.4f}"
+                for i in active) + f"  train_time {max(train_time):.1f}s")
             last_log = now
-        if checkpointing is not None and not last and now - last_checkpoint >= checkpointing.every_s:
-            save_torch({"tag": checkpointing.tag, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "order_gen": order_gen.get_state(), "history": history,
-                        "samples_seen": samples_seen, "train_time_s": train_time_s}, checkpointing.path)
+        if done:
+            keep_rows = [row for row in range(len(active)) if row not in done]
+            for row in done:
+                finished[active[row]] = None  # exported: its module holds the final weights
+            active = [active[row] for row in keep_rows]
+            if not active:
+                break
+            index = torch.tensor(keep_rows, device=device)
+            opt = trainee.keep(keep_rows, opt, make_opt)
+            run.keep(index)
+            subset = subset.rows(index)
+        if checkpointing is not None and now - last_checkpoint >= checkpointing.every_s:
+            models = trainee.models()
+            save_torch({"tag": checkpointing.tag, "active": active, "histories": histories,
+                        "stopped_by": stopped_by, "train_time": train_time,
+                        "finished": {i: models[i].state_dict() for i in finished},
+                        "trainee": trainee.resume_state(), "optimizer": opt.state_dict(),
+                        "generators": [g.get_state() for g in gens]}, checkpointing.path)
             last_checkpoint = now
 
-    return TrainResult(history=history, stopped_by=stopped_by, train_time_s=train_time_s, engine=resolved)
+    kept = opt.state_dict() if keep_optimizer and s_all == 1 else None
+    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept) for i in range(s_all)]
+
+
+def _measure(trainee, data: TrainData, subset: TrainData, run: RunState, resolved: ResolvedEngine,
+             eval_batch_size: int) -> dict[str, list[float]]:
+    """Every probe of the run on the rows still training, in eval mode; columns of [S] values."""
+    if not run.probes:
+        return {}
+    subsets = {"train": subset.train_idx, **subset.subsets}
+    ctx = ProbeContext(model=trainee, x=data.x, y=data.y, subsets=subsets, anchors=run.anchors,
+                       objective=summed_cross_entropy(trainee, data.x, data.y, resolved),
+                       eval_batch_size=eval_batch_size)
+    out: dict[str, list[float]] = {}
+    with eval_mode(trainee):
+        for probe in run.probes:
+            for column, values in probe(ctx).items():
+                out[column] = values.detach().float().tolist()
+    return out
+
+
+def train(model: nn.Module, optimizer: OptimizerSpec, x_train: torch.Tensor, y_train: torch.Tensor,
+          x_val: torch.Tensor, y_val: torch.Tensor, *, batch_size: int, stop: StopSpec, seed: int,
+          eval_batch_size: int = 4096, checkpointing: Checkpointing | None = None,
+          log: Callable[[str], None] | None = print, log_every_s: float = 10.0,
+          on_epoch: Callable[[dict[str, float]], None] | None = None, evaluate_every_epoch: bool = True,
+          engine: EngineSpec | None = None, run: RunState | None = None) -> TrainResult:
+    """Train one ``model`` in place on (x_train, y_train), evaluating on (x_val, y_val): ``fit`` with one
+    seed, for callers that hold the two sets as separate tensors."""
+    x, y = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])
+    idx = torch.arange(len(x), device=x.device)
+    data = TrainData(x, y, idx[:len(x_train)].unsqueeze(0), idx[len(x_train):].unsqueeze(0))
+    resolved = resolve_engine(engine, x.device, model)
+    hook = None if on_epoch is None else (lambda i, record: on_epoch(record))
+    return fit(SingleModel(model, resolved), optimizer, data, [seed], batch_size=batch_size, stop=stop, run=run,
+               resolved=resolved, eval_batch_size=eval_batch_size, evaluate_every_epoch=evaluate_every_epoch,
+               checkpointing=checkpointing, log=log, log_every_s=log_every_s, on_epoch=hook)[0]

@@ -1,28 +1,36 @@
 # Paths of every file the workflow writes, and the input functions of the rules, all derived from the
 # plan. Runs live in directories named by their content hash (RunSpec.name), so an edited condition
 # gets a new directory and an unchanged one keeps its results.
+#
+# What a training job must know reaches it through files, never through params: the plan is written
+# at parse time to small JSON files under <results>/plan/ (each rewritten only when its content changes,
+# so its modification time says exactly when a run's instructions changed), and a job reads its specs
+# from those input files (warmstart.plan_io). Execution settings that do not change results reach it
+# untracked: channels_last and compile through an ancient() engine file, device and checkpoint_every_s
+# read by the scripts from the config.
 import json
 
-from pathlib import Path
-
 from warmstart.experiments import run_split_name
-from warmstart.multiseed import plan_stacks
+from warmstart.io import publish, write_text_if_changed
+from warmstart.plan_io import engine_json, spec_json
 from warmstart.reports import REPORTS
-from warmstart.runner import RUN_FILES
-from warmstart.streams import StreamSpec
+from warmstart.spec import StreamSpec
 
 RESULTS = config["results_dir"]
 FIGURES = config["figures_dir"]
 ENV = "../envs/warmstart.yaml"
+RUN_OUTPUTS = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")  # model.pt last
 
 
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
 wildcard_constraints:
     experiment="|".join(PLAN.experiments),
     run="[^/]+",
+    stack="[^/]+",
     stream="[^/]+",
     dataset_key="[^/]+",
     split="[^/]+",
+    epoch="[0-9]+",
 
 
 def data_path(spec):
@@ -41,20 +49,35 @@ def stream_path(spec, file):
     return f"{RESULTS}/streams/{spec.name}/{file}"
 
 
-# The mlp/logreg runs still to do are stacked by condition: one job trains all their seeds at once
-# (warmstart.multiseed). Runs already done stay out, so a seed added later does not retrain the others.
-STACKS = (
-    plan_stacks(
-        PLAN.runs.values(),
-        is_done=lambda spec: Path(run_path(spec, "model.pt")).exists(),
+def plan_path(kind, name):
+    return f"{RESULTS}/plan/{kind}/{name}.json"
+
+
+def block_dir(block):
+    """Where a training job leaves its runs (one sub-directory each) until they are published."""
+    kind = "stacks" if block.stacked else "runs"
+    return f"{RESULTS}/train/{kind}/{block.name}"
+
+
+RUN_BLOCK = {spec.name: block for block in BLOCKS.values() for spec in block.specs}
+for _name, _spec in PLAN.runs.items():
+    write_text_if_changed(plan_path("runs", _name), spec_json(_spec))
+for _name, _block in BLOCKS.items():
+    write_text_if_changed(plan_path("engine", _name), engine_json(_block.specs[0].engine))
+for _name, _spec in PLAN.streams.items():
+    write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
+    write_text_if_changed(plan_path("engine", _name), engine_json(_spec.round.engine))
+for _name, _planned in PLAN.experiments.items():
+    write_text_if_changed(
+        plan_path("experiments", _name),
+        json.dumps(
+            [{"spec": json.loads(spec_json(p.spec)), "labels": p.labels} for p in _planned],
+            sort_keys=True,
+        ),
     )
-    if config["stack_seeds"]
-    else {}
-)
-STACKED_RUNS = {spec.name for specs in STACKS.values() for spec in specs}
 
 
-def planned_spec(name, table="runs"):
+def planned(table, name):
     try:
         return getattr(PLAN, table)[name]
     except KeyError:
@@ -74,7 +97,7 @@ def result_tables(experiment):
     return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in names}
 
 
-# -- input functions and params ------------------------------------------------------------------------
+# -- input functions -----------------------------------------------------------------------------------
 
 
 def split_inputs(wildcards):
@@ -82,59 +105,86 @@ def split_inputs(wildcards):
     return f"{RESULTS}/data/{dataset.key}.pt"
 
 
-def run_inputs(wildcards):
-    spec = planned_spec(wildcards.run)
-    inputs = {"data": data_path(spec), "split": split_path(spec)}
-    if spec.parent is not None:
-        inputs["parent"] = run_path(spec.parent, "model.pt")
+def parent_inputs(spec, suffix=""):
+    """The files a child run starts from: its parent's weights (final, or a checkpoint's), and the
+    parent's optimiser state when the child continues it."""
+    if spec.parent is None:
+        return {}
+    model = (
+        "model.pt"
+        if spec.parent_epoch is None
+        else f"checkpoints/epoch{spec.parent_epoch}.pt"
+    )
+    inputs = {f"parent{suffix}": run_path(spec.parent, model)}
+    if spec.parent.keep_optimizer and continues_optimizer(spec):
+        inputs[f"parent_optimizer{suffix}"] = run_path(spec.parent, "optimizer.pt")
     return inputs
 
 
-def stack_inputs(specs):
-    """Named inputs of a stack job: the data, then per seed its split and (warm runs) its parent."""
-    inputs = {"data": data_path(specs[0])}
-    for spec in specs:
-        inputs[f"split_s{spec.seed}"] = split_path(spec)
-        if spec.parent is not None:
-            inputs[f"parent_s{spec.seed}"] = run_path(spec.parent, "model.pt")
+def continues_optimizer(spec):
+    return spec.init.options.get("optimizer_state") == "keep"
+
+
+def block_inputs(block):
+    """Named inputs of a training job: the data, then per run its planned spec, split and parent."""
+    inputs = {"data": data_path(block.specs[0]), "engine": ancient(plan_path("engine", block.name))}
+    for i, spec in enumerate(block.specs):
+        inputs[f"spec{i}"] = plan_path("runs", spec.name)
+        inputs[f"split{i}"] = split_path(spec)
+        inputs.update(parent_inputs(planned("runs", spec.name), suffix=str(i)))
     return inputs
 
 
-def single_run_pattern():
-    """Run names train_run may make: any but those of a stack, which its stack rule makes."""
-    if not STACKED_RUNS:
-        return "[^/]+"
-    return "(?!(?:" + "|".join(sorted(STACKED_RUNS)) + ")(?:/|$))[^/]+"
+def run_block_inputs(wildcards):
+    return block_inputs(planned_block(wildcards.run, stacked=False))
+
+
+def stack_block_inputs(wildcards):
+    return block_inputs(planned_block(wildcards.stack, stacked=True))
+
+
+def planned_block(name, stacked):
+    block = BLOCKS.get(name)
+    if block is None or block.stacked != stacked:
+        raise WorkflowError(f"{name!r} is not a planned {'stack' if stacked else 'single run'}")
+    return block
+
+
+def trained_dir(wildcards):
+    """The training job's directory that holds this run's files."""
+    return block_dir(RUN_BLOCK[planned("runs", wildcards.run).name])
 
 
 def stream_inputs(wildcards):
-    spec = planned_spec(wildcards.stream, "streams")
-    return {"data": data_path(spec.round), "split": split_path(spec)}
+    spec = planned("streams", wildcards.stream)
+    return {
+        "spec": plan_path("streams", spec.name),
+        "engine": ancient(plan_path("engine", spec.name)),
+        "data": data_path(spec.round),
+        "split": split_path(spec),
+    }
 
 
 def summary_inputs(wildcards):
-    planned = PLAN.experiments[wildcards.experiment]
-    return [
-        run_path(p.spec, f) for p in planned for f in ("metrics.json", "epochs.parquet")
+    return [plan_path("experiments", wildcards.experiment)] + [
+        run_path(p.spec, f)
+        for p in PLAN.experiments[wildcards.experiment]
+        for f in ("metrics.json", "epochs.parquet")
     ]
 
 
 def rounds_inputs(wildcards):
-    planned = PLAN.experiments[wildcards.experiment]
-    return [stream_path(p.spec, "rounds.parquet") for p in planned]
+    return [plan_path("experiments", wildcards.experiment)] + [
+        stream_path(p.spec, "rounds.parquet") for p in PLAN.experiments[wildcards.experiment]
+    ]
 
 
-def figure_input(wildcards):
-    table, _ = REPORTS[PLAN.experiment_config[wildcards.experiment]["report"]]
-    return f"{RESULTS}/{wildcards.experiment}/{table}.parquet"
+def report_of(experiment):
+    return REPORTS[PLAN.experiment_config[experiment]["report"]]
 
 
-def planned_json(wildcards):
-    planned = PLAN.experiments[wildcards.experiment]
-    return json.dumps([{"spec": p.spec.to_dict(), "labels": p.labels} for p in planned])
-
-
-# -- targets -------------------------------------------------------------------------------------------
+def report_input(wildcards):
+    return f"{RESULTS}/{wildcards.experiment}/{report_of(wildcards.experiment).table}.parquet"
 
 
 def experiments_where(keep):
@@ -143,11 +193,11 @@ def experiments_where(keep):
     return "|".join(names) if names else "(?!x)x"  # matches nothing when none does
 
 
+# -- targets -------------------------------------------------------------------------------------------
+
+
 def report_targets(name):
-    report_kind = PLAN.experiment_config[name]["report"]
-    if report_kind == "table":
-        return [f"{FIGURES}/{name}.{ext}" for ext in ("csv", "md", "pdf")]
-    return [f"{FIGURES}/{name}.pdf"]
+    return [f"{FIGURES}/{name}.{ext}" for ext in report_of(name).outputs]
 
 
 def all_targets():

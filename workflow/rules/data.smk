@@ -1,4 +1,7 @@
-# Datasets are prepared once into a compact tensor file; splits are seeded index files.
+# Datasets are prepared once into a compact tensor file; splits are seeded index files. Both file names
+# carry what they depend on (the dataset options' hash; dataset, seed and validation fraction), and
+# data_dir and download are read by the script from the config: moving the data or allowing a download
+# re-makes nothing.
 
 
 rule prepare_dataset:
@@ -6,8 +9,6 @@ rule prepare_dataset:
         f"{RESULTS}/data/{{dataset_key}}.pt",
     params:
         spec=lambda wc: json.dumps(PLAN.datasets[wc.dataset_key].__dict__, sort_keys=True),
-        data_dir=config["data_dir"],
-        download=config["download"],
     log:
         f"{RESULTS}/logs/data/{{dataset_key}}.log",
     conda:

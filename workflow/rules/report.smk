@@ -1,4 +1,5 @@
-# Per-experiment tables (parquet) and the figures and tables built from them.
+# Per-experiment tables (parquet) and the figures and tables built from them. An experiment's report
+# (warmstart.reports.REPORTS) says which table it reads and which files it writes.
 
 
 rule summarize:
@@ -11,7 +12,6 @@ rule summarize:
         experiment=experiments_where(lambda n: not is_online(n)),
     params:
         runs_dir=f"{RESULTS}/runs",
-        planned=planned_json,
     log:
         f"{RESULTS}/logs/{{experiment}}/summarize.log",
     conda:
@@ -29,7 +29,6 @@ rule summarize_streams:
         experiment=experiments_where(is_online),
     params:
         streams_dir=f"{RESULTS}/streams",
-        planned=planned_json,
     log:
         f"{RESULTS}/logs/{{experiment}}/summarize.log",
     conda:
@@ -40,37 +39,35 @@ rule summarize_streams:
 
 rule table:
     input:
-        f"{RESULTS}/{{experiment}}/summary.parquet",
+        report_input,
     output:
         csv=f"{FIGURES}/{{experiment}}.csv",
         md=f"{FIGURES}/{{experiment}}.md",
         pdf=f"{FIGURES}/{{experiment}}.pdf",
     wildcard_constraints:
-        experiment=experiments_where(
-            lambda n: PLAN.experiment_config[n]["report"] == "table"
-        ),
+        experiment=experiments_where(lambda n: report_of(n).outputs == ("csv", "md", "pdf")),
+    params:
+        report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
     log:
-        f"{RESULTS}/logs/{{experiment}}/table.log",
+        f"{RESULTS}/logs/{{experiment}}/report.log",
     conda:
         ENV
     script:
-        "../scripts/table.py"
+        "../scripts/report.py"
 
 
 rule figure:
     input:
-        figure_input,
+        report_input,
     output:
         pdf=f"{FIGURES}/{{experiment}}.pdf",
     wildcard_constraints:
-        experiment=experiments_where(
-            lambda n: PLAN.experiment_config[n]["report"] != "table"
-        ),
+        experiment=experiments_where(lambda n: report_of(n).outputs == ("pdf",)),
     params:
         report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
     log:
-        f"{RESULTS}/logs/{{experiment}}/figure.log",
+        f"{RESULTS}/logs/{{experiment}}/report.log",
     conda:
         ENV
     script:
-        "../scripts/figure.py"
+        "../scripts/report.py"

@@ -1,62 +1,81 @@
-# One job per training run. Its inputs (data, split, and the parent's weights for a warm start) and its
-# output directory come from the run's spec. The params are functions of the output path (a run's
-# directory is named by the hash of its spec), which Snakemake's params trigger leaves out: a finished
-# run is re-made when its inputs are newer, never because it moved between a stack job and a single
-# job, or because `device` or `checkpoint_every_s` changed (neither changes a result).
+# Training. A job trains one block (BLOCKS in the Snakefile): a single run (train_run), or the seeds of
+# one stackable condition that fall in one block of `stack_seeds` seeds (train_stack). It reads its runs'
+# specs from their planned spec files and leaves each run's files in a sub-directory of its own
+# (temporary) directory; publish_run then links them into results/runs/<run>/. So every run has one
+# producer whatever trained it, and the rule names are fixed: --forcerun, --until and a profile's
+# set-resources address train_run, train_stack and train_stream by name.
 
 
 rule train_run:
     input:
-        unpack(run_inputs),
+        unpack(run_block_inputs),
     output:
-        spec=f"{RESULTS}/runs/{{run}}/spec.json",
-        metrics=f"{RESULTS}/runs/{{run}}/metrics.json",
-        epochs=f"{RESULTS}/runs/{{run}}/epochs.parquet",
-        model=f"{RESULTS}/runs/{{run}}/model.pt",  # written last
-    params:
-        spec=lambda wildcards, output: planned_spec(wildcards.run).to_json(),
-        device=lambda wildcards, output: config["device"],
-        checkpoint_every_s=lambda wildcards, output: config["checkpoint_every_s"],
+        temp(directory(f"{RESULTS}/train/runs/{{run}}")),
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime_min"],
     log:
-        f"{RESULTS}/runs/{{run}}/train.log",
+        f"{RESULTS}/logs/runs/{{run}}.log",
     conda:
         ENV
-    wildcard_constraints:
-        run=single_run_pattern(),
     script:
-        "../scripts/train_run.py"
+        "../scripts/train.py"
 
 
-# One job per stack (see STACKS in common.smk): the same files per run as train_run writes. These
-# rules are made in a loop because a stack's outputs, one directory per seed, are a list, not a pattern.
-for stack_name, stack_specs in STACKS.items():
+rule train_stack:
+    input:
+        unpack(stack_block_inputs),
+    output:
+        temp(directory(f"{RESULTS}/train/stacks/{{stack}}")),
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["train_gpu"],
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
+    log:
+        f"{RESULTS}/logs/stacks/{{stack}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
 
-    rule:
-        name:
-            f"train_stack_{stack_name}"
-        input:
-            **stack_inputs(stack_specs),
-        output:
-            [run_path(spec, f) for spec in stack_specs for f in RUN_FILES],
-        params:
-            specs=lambda wildcards, output, specs=stack_specs: json.dumps([s.to_dict() for s in specs]),
-            device=lambda wildcards, output: config["device"],
-        threads: config["resources"]["train_threads"]
-        resources:
-            gpu=config["resources"]["train_gpu"],
-            mem_mb=config["resources"]["train_mem_mb"],
-            runtime=config["resources"]["train_runtime_min"],
-        log:
-            f"{RESULTS}/stacks/{stack_name}.log",
-        conda:
-            ENV
-        script:
-            "../scripts/train_stack.py"
+
+rule publish_run:
+    input:
+        trained_dir,
+    output:
+        **{f.split(".")[0]: f"{RESULTS}/runs/{{run}}/{f}" for f in RUN_OUTPUTS},
+    log:
+        f"{RESULTS}/logs/publish/{{run}}.log",
+    localrule: True
+    run:
+        publish(f"{input[0]}/{wildcards.run}", list(output), log[0])
+
+
+rule publish_optimizer:
+    input:
+        trained_dir,
+    output:
+        f"{RESULTS}/runs/{{run}}/optimizer.pt",
+    log:
+        f"{RESULTS}/logs/publish/{{run}}.optimizer.log",
+    localrule: True
+    run:
+        publish(f"{input[0]}/{wildcards.run}", list(output), log[0])
+
+
+rule publish_checkpoint:
+    input:
+        trained_dir,
+    output:
+        f"{RESULTS}/runs/{{run}}/checkpoints/epoch{{epoch}}.pt",
+    log:
+        f"{RESULTS}/logs/publish/{{run}}.epoch{{epoch}}.log",
+    localrule: True
+    run:
+        publish(f"{input[0]}/{wildcards.run}/checkpoints", list(output), log[0])
 
 
 rule train_stream:
@@ -65,9 +84,6 @@ rule train_stream:
     output:
         spec=f"{RESULTS}/streams/{{stream}}/spec.json",
         rounds=f"{RESULTS}/streams/{{stream}}/rounds.parquet",
-    params:
-        spec=lambda wildcards, output: json.dumps(planned_spec(wildcards.stream, "streams").to_dict()),
-        device=lambda wildcards, output: config["device"],
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],

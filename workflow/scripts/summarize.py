@@ -1,19 +1,15 @@
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.experiments import PlannedRun  # noqa: E402
 from warmstart.io import save_parquet  # noqa: E402
-from warmstart.results import collect  # noqa: E402
-from warmstart.spec import RunSpec  # noqa: E402
+from warmstart.results import collect, load_planned  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
-planned = [PlannedRun(RunSpec.from_dict(p["spec"]), p["labels"]) for p in json.loads(sm.params.planned)]
-summary, epochs = collect(sm.wildcards.experiment, planned, sm.params.runs_dir)
+summary, epochs = collect(sm.wildcards.experiment, load_planned(sm.input[0]), sm.params.runs_dir)
 save_parquet(summary, sm.output.summary)
 save_parquet(epochs, sm.output.epochs)
 print(f"{len(summary)} runs, {len(epochs)} epoch rows")

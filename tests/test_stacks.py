@@ -1,5 +1,5 @@
 """Stacked multi-seed training: each seed of a stacked job gives what its own run gives, within float
-tolerance, and its run directory gets the same files."""
+tolerance, and its run directory gets the same files. Which runs are stacked is a function of the plan."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +10,16 @@ import pytest
 import torch
 
 from warmstart.datasets import DeviceData, load_raw
+from warmstart.experiments import Plan, plan_blocks
 from warmstart.io import save_torch
-from warmstart.multiseed import check_stackable, execute_runs_stacked, plan_stacks, run_training_stacked
-from warmstart.runner import RUN_FILES, execute_run, run_training
-from warmstart.spec import DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.probes import PROBES, Probe
+from warmstart.runner import (RUN_FILES, check_stackable, execute_run, execute_runs, run_training,
+                              run_training_stacked, stackable)
+from warmstart.spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec,
+                            StopSpec, TermSpec)
 from warmstart.splits import make_split, save_split
+from warmstart.terms import TERMS, Term
+from warmstart.train import OPTIMIZERS, Optimizer
 
 SEEDS = (0, 1, 2)
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
@@ -34,9 +39,9 @@ def data(raw):
 
 
 def spec(seed, *, arch="mlp", optimizer=OptimizerSpec("adam", lr=0.01), stop=StopSpec("converged", 0.9, 30),
-         **fields) -> RunSpec:
+         batch_size=64, **fields) -> RunSpec:
     options = {"hidden": 32} if arch == "mlp" else {}
-    return RunSpec(DATASET, ModelSpec(arch, options), optimizer, batch_size=64, stop=stop, seed=seed, **fields)
+    return RunSpec(DATASET, ModelSpec(arch, options), optimizer, batch_size=batch_size, stop=stop, seed=seed, **fields)
 
 
 def splits_for(specs, data):
@@ -162,7 +167,7 @@ def test_parents_must_differ_only_in_their_seed():
 def test_unstackable_models_and_mismatched_inputs_are_refused(data):
     resnets = [RunSpec(DATASET, ModelSpec("resnet18", {"width": 4}), OptimizerSpec("adam", lr=0.01), 64,
                        StopSpec(), s) for s in SEEDS[:2]]
-    with pytest.raises(ValueError, match="arch"):
+    with pytest.raises(ValueError, match="cannot be stacked"):
         run_training_stacked(resnets, data, splits_for(resnets, data), [None, None], log=None)
     specs = [spec(s) for s in SEEDS[:2]]
     with pytest.raises(ValueError):
@@ -182,7 +187,8 @@ def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path)
         split_paths.append(tmp_path / f"split{s.seed}.pt")
         save_split(make_split(len(raw.x_train), s.seed), split_paths[-1])
     stacked_dirs = [tmp_path / "stacked" / s.name for s in specs]
-    execute_runs_stacked(specs, data_path, split_paths, stacked_dirs, device="cpu", threads=1, log=lambda m: None)
+    execute_runs(specs, data_path, split_paths, stacked_dirs, stacked=True, device="cpu", threads=1,
+                 resume_path=tmp_path / "resume.pt", log=lambda m: None)
     single_dir = tmp_path / "single" / specs[1].name
     execute_run(specs[1], data_path, split_paths[1], single_dir, device="cpu", threads=1, log=lambda m: None)
 
@@ -201,30 +207,80 @@ def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path)
 
 # -- planning stacks --------------------------------------------------------------------------------------
 
+def blocks_of(specs, size=3):
+    plan = Plan()
+    for s in specs:
+        plan.add("exp", s)
+    return plan_blocks(plan, size)
+
+
 def test_a_stack_holds_the_seeds_of_one_condition_and_nothing_else():
     conditions = [dict(), dict(optimizer=OptimizerSpec("adam", lr=0.02)), dict(arch="logreg")]
     specs = [spec(s, **c) for c in conditions for s in SEEDS]
     resnets = [RunSpec(DATASET, ModelSpec("resnet18", {"width": 4}), OptimizerSpec("adam", lr=0.01), 64,
                        StopSpec(), s) for s in SEEDS]
-    compiled = [dataclasses.replace(spec(s), engine=EngineSpec(compile=True)) for s in SEEDS]
-    stacks = plan_stacks(specs + resnets + compiled)
+    compiled = [dataclasses.replace(spec(s, batch_size=32), engine=EngineSpec(compile=True)) for s in SEEDS]
+    blocks = blocks_of(specs + resnets + compiled)
+    stacks = [b for b in blocks.values() if b.stacked]
     assert len(stacks) == 3
-    for members in stacks.values():
-        assert [s.seed for s in members] == list(SEEDS)
-        check_stackable(members)
-    assert sorted(s.run_id for m in stacks.values() for s in m) == sorted(s.run_id for s in specs)
+    for block in stacks:
+        assert [s.seed for s in block.specs] == list(SEEDS)
+        check_stackable(block.specs)
+    assert sorted(s.run_id for b in stacks for s in b.specs) == sorted(s.run_id for s in specs)
+    singles = [b for b in blocks.values() if not b.stacked]
+    assert sorted(b.specs[0].run_id for b in singles) == sorted(s.run_id for s in resnets + compiled)
+    assert all(b.name == b.specs[0].name for b in singles)
 
 
-def test_runs_already_done_stay_out_of_stacks_so_a_new_seed_does_not_retrain_the_others():
-    specs = [spec(s) for s in (*SEEDS, 3, 4)]
-    done = {s.run_id for s in specs[:3]}
-    (members,) = plan_stacks(specs, is_done=lambda s: s.run_id in done).values()
-    assert [s.seed for s in members] == [3, 4]
-    # a lone seed left to do is no stack: it trains as a single run
-    assert plan_stacks(specs, is_done=lambda s: s.seed != 4) == {}
+def test_blocks_are_fixed_runs_of_seeds_so_a_seed_in_a_new_block_leaves_the_others_alone():
+    before = blocks_of([spec(s) for s in SEEDS], size=3)
+    after = blocks_of([spec(s) for s in (*SEEDS, 3, 4)], size=3)
+    assert set(before) < set(after)
+    assert all(after[name].specs == block.specs for name, block in before.items())
+    (new,) = set(after) - set(before)
+    assert [s.seed for s in after[new].specs] == [3, 4] and after[new].stacked
+    # a block of one stackable seed is still a stack: its name does not depend on how full it is
+    alone = blocks_of([spec(6)], size=3)
+    assert [b.stacked for b in alone.values()] == [True]
 
 
-def test_a_stack_name_changes_with_its_seeds():
-    a = plan_stacks([spec(s) for s in SEEDS])
-    b = plan_stacks([spec(s) for s in SEEDS[:2]])
-    assert set(a).isdisjoint(b)
+def test_block_names_depend_on_the_plan_only():
+    a = blocks_of([spec(s) for s in SEEDS])
+    b = blocks_of([spec(s) for s in reversed(SEEDS)])
+    assert {n: [s.seed for s in blk.specs] for n, blk in a.items()} == {n: [s.seed for s in blk.specs]
+                                                                         for n, blk in b.items()}
+    # stack_seeds 1: every run alone
+    assert all(not blk.stacked for blk in blocks_of([spec(s) for s in SEEDS], size=1).values())
+
+
+def test_an_optimiser_that_is_not_elementwise_is_never_stacked(monkeypatch):
+    # e.g. a layer-wise trust ratio (LARS, LAMB): one norm over a stacked tensor would mix the seeds
+    monkeypatch.setitem(OPTIMIZERS._entries, "layerwise",
+                        Optimizer(lambda params, o: torch.optim.SGD(params, lr=o.lr), elementwise=False,
+                                  momentum=False))
+    specs = [spec(s, optimizer=OptimizerSpec("layerwise", lr=0.1)) for s in SEEDS]
+    assert not stackable(specs[0])
+    assert all(not b.stacked for b in blocks_of(specs).values())
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        check_stackable(specs)
+
+
+def test_a_term_or_probe_that_cannot_be_computed_per_seed_keeps_its_runs_out_of_stacks(monkeypatch):
+    monkeypatch.setitem(TERMS._entries, "whole_batch", Term("whole_batch", lambda b: b.cross_entropy * 0,
+                                                            None, stackable=False))
+    monkeypatch.setitem(PROBES._entries, "whole_model", Probe("whole_model", lambda ctx: {}, stackable=False))
+    with_term = [spec(s, terms=(TermSpec("whole_batch"),)) for s in SEEDS]
+    with_probe = [spec(s, probes=(ProbeSpec("whole_model"),)) for s in SEEDS]
+    plain = [spec(s, batch_size=32) for s in SEEDS]
+    blocks = blocks_of(with_term + with_probe + plain)
+    assert sum(b.stacked for b in blocks.values()) == 1  # only the plain condition
+    assert len(blocks) == 1 + 6
+    # a probe measured on a run by one experiment is measured on it for all (one run, one directory)
+    merged = blocks_of(with_probe + [spec(s) for s in SEEDS])
+    assert len(merged) == 3 and all(b.specs[0].probes for b in merged.values())
+
+
+def test_runs_that_keep_checkpoints_or_optimiser_state_train_alone():
+    assert stackable(spec(0))
+    assert not stackable(spec(0, checkpoints=(2,)))
+    assert not stackable(spec(0, keep_optimizer=True))

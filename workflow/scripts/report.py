@@ -10,5 +10,5 @@ from warmstart.reports import REPORTS  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
-_, draw = REPORTS[sm.params.report]
-draw(pd.read_parquet(sm.input[0]), sm.output.pdf, title=f"{sm.wildcards.experiment}: warm start vs random init")
+REPORTS[sm.params.report].draw(pd.read_parquet(sm.input[0]), *sm.output,
+                               title=f"{sm.wildcards.experiment}: warm start vs baseline")

@@ -1,0 +1,50 @@
+"""The planned spec files through which the workflow tells a job what to train (workflow/rules/common.smk).
+
+A run's (or stream's) spec file holds everything that changes its results or its outputs; it is
+rewritten only when that changes, so its modification time tells Snakemake when to re-train. The engine
+options that change speed, not results (``channels_last``, ``compile``), live in a separate engine file
+that jobs read as an ``ancient`` input: toggling them re-trains nothing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .spec import EngineSpec, RunSpec, StreamSpec
+
+SPEED_OPTIONS = ("channels_last", "compile")
+
+
+def spec_json(spec: RunSpec | StreamSpec) -> str:
+    """The content of a planned spec file: the spec without its speed options."""
+    def strip(d: dict | None) -> None:
+        if d:
+            if "engine" in d:
+                d["engine"] = {k: v for k, v in d["engine"].items() if k not in SPEED_OPTIONS}
+            strip(d.get("round"))
+            strip(d.get("parent"))
+    d = spec.to_dict()
+    strip(d)
+    return json.dumps(d, sort_keys=True)
+
+
+def engine_json(engine: EngineSpec) -> str:
+    """The content of a planned engine file: the speed options only."""
+    return json.dumps({k: getattr(engine, k) for k in SPEED_OPTIONS}, sort_keys=True)
+
+
+def _with_engine(d: dict, engine_path) -> dict:
+    if engine_path is not None:
+        d["engine"] = {**d["engine"], **json.loads(Path(engine_path).read_text())}
+    return d
+
+
+def read_run_spec(spec_path, engine_path=None) -> RunSpec:
+    """A planned run: its spec file, with the speed options of its engine file."""
+    return RunSpec.from_dict(_with_engine(json.loads(Path(spec_path).read_text()), engine_path))
+
+
+def read_stream_spec(spec_path, engine_path=None) -> StreamSpec:
+    d = json.loads(Path(spec_path).read_text())
+    _with_engine(d["round"], engine_path)
+    return StreamSpec.from_dict(d)

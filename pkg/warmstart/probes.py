@@ -1,0 +1,65 @@
+"""Probes: per-epoch measurements of a run, written as extra columns of its ``epochs.parquet``.
+
+A probe is one registered function ``probe(ctx, **options) -> {column: Tensor[S]}``, called after each
+epoch (after the validation pass) with the weights as they are then. Like loss terms, probes are written
+over a leading seed dimension, so single runs, stacked seeds and online rounds share them. A probe only
+measures: it runs in eval mode, changes no weight, buffer, optimiser state or random stream, and so is not
+part of a run's identity (adding one to a config re-trains the runs that need its columns, into the same
+directories). One that cannot be computed per seed in a stack says ``stackable=False``.
+
+Subsets a probe may ask for (``ProbeContext.subsets``, each ``[S, k]`` indices into the data):
+  train  the run's training set;
+  old    the part of it its parent trained on (a warm start's phase-1 data; an online round's earlier
+         samples); absent for a run without a parent;
+  new    the rest of the training set (the data the parent never saw).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .registry import Registry, check_options
+
+
+@dataclass
+class ProbeContext:
+    model: Any  # the trainee (warmstart.train.SingleModel or StackedModels), in eval mode during the probe
+    x: torch.Tensor  # every sample of the dataset's training split, on the device
+    y: torch.Tensor
+    subsets: dict[str, torch.Tensor]  # name -> [S, k] indices into x (see the module docstring)
+    anchors: dict[str, dict[str, torch.Tensor]]  # "start" / "origin" -> name -> [S, ...]
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [S,B,..], y [S,B]) -> summed CE [S]
+    eval_batch_size: int = 4096
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    measure: Callable[..., dict[str, torch.Tensor]]
+    stackable: bool
+    choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
+
+    def check(self, options: Mapping[str, Any], key: str) -> None:
+        check_options(self.measure, options, key, choices=self.choices)
+
+
+PROBES: Registry[Probe] = Registry("probe")
+
+
+def register_probe(name: str, *, stackable: bool = True, choices: Mapping[str, tuple] | None = None):
+    """Register ``fn(ctx: ProbeContext, **options) -> {column: Tensor[S]}`` as the probe ``name``."""
+    def decorate(fn):
+        PROBES.add(name, Probe(name, fn, stackable, dict(choices or {})))
+        return fn
+    return decorate
+
+
+@dataclass
+class BoundProbe:
+    probe: Probe
+    options: dict[str, Any]
+
+    def __call__(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
+        return self.probe.measure(ctx, **self.options)

@@ -1,0 +1,28 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
+
+from warmstart.plan_io import read_run_spec  # noqa: E402
+from warmstart.runner import execute_runs  # noqa: E402
+
+sm = snakemake  # noqa: F821
+redirect_to_log(sm)
+n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's runs: spec0, spec1, ...
+specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.engine) for i in range(n)]
+out = Path(sm.output[0])
+block = out.name
+execute_runs(
+    specs,
+    data_path=sm.input.data,
+    split_paths=[sm.input[f"split{i}"] for i in range(n)],
+    out_dirs=[out / spec.name for spec in specs],
+    parent_model_paths=[sm.input.get(f"parent{i}") for i in range(n)],
+    parent_optimizer_paths=[sm.input.get(f"parent_optimizer{i}") for i in range(n)],
+    stacked=sm.rule == "train_stack",
+    device=sm.config["device"],
+    threads=sm.threads,
+    checkpoint_every_s=sm.config["checkpoint_every_s"],
+    resume_path=Path(sm.config["results_dir"]) / "resume" / f"{block}.pt",
+)
