@@ -86,3 +86,13 @@ class BoundTerm:
 
     def __call__(self, batch: TermBatch) -> torch.Tensor:
         return self.term.penalty(replace(batch, state=self.state), **self.options)
+
+
+# -- the terms ---------------------------------------------------------------------------------------------
+
+@register_term("l2_init", choices={"anchor": ("start", "origin")})
+def l2_init(batch: TermBatch, coef: float, anchor: str = "start") -> torch.Tensor:
+    """An L2 penalty toward initial weights, ``coef * ||theta - theta_0||^2`` over every parameter.
+    ``anchor``: ``start``, the weights the run began training from (for a warm start, its parent's);
+    ``origin``, its lineage's first random initialisation (Kumar et al.'s L2-init)."""
+    return coef * squared_distance(batch.params, batch.anchors[anchor])
