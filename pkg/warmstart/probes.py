@@ -63,3 +63,32 @@ class BoundProbe:
 
     def __call__(self, ctx: ProbeContext) -> dict[str, torch.Tensor]:
         return self.probe.measure(ctx, **self.options)
+
+
+# -- the probes ------------------------------------------------------------------------------------------
+
+SUBSETS = ("train", "old", "new")
+
+
+@register_probe("grad_norm", choices={"subsets": SUBSETS})
+def grad_norm(ctx: ProbeContext, subsets: list[str] = list(SUBSETS), max_samples: int | None = None):
+    """The L2 norm of the mean gradient of the cross-entropy over each named subset (Figure 6), in eval
+    mode: ``grad_norm_<subset>``. A subset the run does not have (``old`` without a parent) gives NaN.
+    ``max_samples`` caps each subset at its first samples (the subsets are already in a random order)."""
+    rows = ctx.subsets["train"].shape[0]
+    out = {}
+    for name in subsets:
+        idx = ctx.subsets.get(name)
+        if idx is None or idx.shape[1] == 0:
+            out[f"grad_norm_{name}"] = torch.full((rows,), float("nan"))
+            continue
+        idx = idx[:, :max_samples] if max_samples else idx
+        total: dict[str, torch.Tensor] = {}
+        for start in range(0, idx.shape[1], ctx.eval_batch_size):
+            part = idx[:, start:start + ctx.eval_batch_size]
+            # the seeds' summed losses: each seed's rows of the gradient are its own
+            grads = ctx.model.grads(ctx.objective(ctx.x[part], ctx.y[part]).sum())
+            total = grads if not total else {k: total[k] + g for k, g in grads.items()}
+        squares = sum((g / idx.shape[1]).square().flatten(1).sum(1) for g in total.values())
+        out[f"grad_norm_{name}"] = squares.sqrt()
+    return out
