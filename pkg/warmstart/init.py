@@ -122,3 +122,18 @@ def transferred_tensors(model: nn.Module, parent_state: dict) -> list[str]:
     """Names of the tensors a transfer start takes from the parent (for reports and tests)."""
     state = model.state_dict()
     return [k for k, v in parent_state.items() if k in state and state[k].shape == v.shape]
+
+
+@register_strategy("shrink_perturb", needs_parent=True)
+def shrink_perturb(ctx: InitContext, shrink: float = 0.4, perturb: float = 0.1) -> nn.Module:
+    """Shrink-perturb in the authors' form (Ash & Adams, NeurIPS 2020): every parameter becomes
+    ``shrink * old + perturb * fresh``, ``fresh`` being the same parameter of a newly initialised model
+    (another draw than the run's own init), so the noise follows each layer's own init scale; BatchNorm's
+    affine parameters included. Buffers (BatchNorm running statistics) are the fresh model's: reset.
+    shrink 1, perturb 0 is a warm start (with reset statistics); shrink 0, perturb 1 a fresh init."""
+    fresh = ctx.new_model("shrink_perturb")
+    state = fresh.state_dict()
+    for name, p in fresh.named_parameters():
+        state[name] = shrink * ctx.parent_state[name] + perturb * p.detach()
+    ctx.fresh.load_state_dict(state)
+    return ctx.fresh
