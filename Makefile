@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test dry-run lint bench bench-gpu clean-demo
+.PHONY: venv demo test dry-run lint status bench bench-gpu clean-demo
 
 venv: $(STAMP)
 
@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo
-	@echo "Demo finished. Table 1: figures/demo/table1.md (also .csv and .pdf); figures/demo/fig1.pdf (learning"
-	@echo "curves), fig2/fig9/fig8.pdf (online: random, margin, first-principal-component order), fig3.pdf (transfer)"
-	@echo "Tables: results/demo/<experiment>/{summary,epochs,rounds}.parquet"
+	@echo "Demo finished. In figures/demo/: table1.md (also .csv, .pdf, .png), fig1 (learning curves), fig2/fig9/fig8"
+	@echo "(online: random, margin, first-principal-component order), fig3 (transfer), fig4-fig7 and table2-table5,"
+	@echo "sec35 (Section 3), leaderboard.md (the remedies). Tables: results/demo/<experiment>/*.parquet."
+	@echo "Progress and counts: make status RESULTS=results/demo; an HTML report: snakemake --configfile"
+	@echo "config/demo.yaml --report report.html"
 
 test: venv
 	$(BIN)/python -m pytest
@@ -32,6 +34,10 @@ dry-run: venv
 lint: venv
 	$(BIN)/snakemake --lint
 
+# Per experiment: finished, running, interrupted and missing runs, from the files (results/ and results/demo/)
+status: venv
+	@$(BIN)/python -m warmstart.status $(RESULTS)
+
 # Engine vs the authors' data path, stacked seeds vs one run per seed, and the workflow's own planning time
 # (benchmarks/README.md has the results). bench-gpu: the same engine cases on CUDA, fp32 and bf16.
 bench: venv
@@ -42,6 +48,7 @@ bench: venv
 bench-gpu: venv
 	$(BIN)/python benchmarks/bench_engine.py --device cuda --compile --breakdown
 	$(BIN)/python benchmarks/bench_multiseed.py --device cuda
+	$(BIN)/python benchmarks/bench_jobs_per_gpu.py --device cuda
 
 clean-demo:
 	rm -rf results/demo figures/demo

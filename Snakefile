@@ -46,12 +46,17 @@ except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 
 if workflow.non_local_exec:
-    # On a cluster the scheduler places GPU jobs; the one-GPU limit of profiles/default (meant for a
+    # On a cluster the scheduler places GPU jobs; the one-slot limit of profiles/default (meant for a
     # local machine) must not throttle submission to one GPU job at a time.
-    workflow.register_resource("gpu", sys.maxsize)
+    workflow.register_resource("gpu_slots", sys.maxsize)
 
 
 include: "workflow/rules/common.smk"
+
+
+report: str(REPORT_PAGE)
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"

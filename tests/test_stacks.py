@@ -280,7 +280,74 @@ def test_a_term_or_probe_that_cannot_be_computed_per_seed_keeps_its_runs_out_of_
     assert len(merged) == 3 and all(b.specs[0].probes for b in merged.values())
 
 
-def test_runs_that_keep_checkpoints_or_optimiser_state_train_alone():
+def test_runs_that_keep_checkpoints_or_continue_an_optimiser_state_train_alone():
     assert stackable(spec(0))
     assert not stackable(spec(0, checkpoints=(2,)))
-    assert not stackable(spec(0, keep_optimizer=True))
+    assert stackable(spec(0, keep_optimizer=True))  # each row's optimiser state is cut out of the stack
+    parent = spec(0, train_fraction=0.5, keep_optimizer=True)
+    assert stackable(spec(0, init=InitSpec("warm"), parent=parent))
+    # a stack shares one step count; carried Adam states of parents that stopped apart do not
+    assert not stackable(spec(0, init=InitSpec("warm", {"optimizer_state": "keep"}), parent=parent))
+
+
+# -- resuming --------------------------------------------------------------------------------------------
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_stack_resumes_and_ends_with_the_numbers_of_an_uninterrupted_one(data, tmp_path):
+    from warmstart.train import Checkpointing
+
+    specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.03, momentum=0.9), stop=StopSpec("converged", 0.6, 30))
+             for s in SEEDS]
+    splits = splits_for(specs, data)
+    whole = run_training_stacked(specs, data, splits, [None] * 3, log=None)
+    epochs = sorted(len(r.history) for _, r, _ in whole)
+    assert epochs[0] < epochs[-1]  # seeds finish apart, so the kill falls after one has left the stack
+    kill_at = epochs[0] + 1
+    checkpointing = Checkpointing(tmp_path / "resume.pt", every_s=0, tag="stack")
+
+    def kill(i, record):
+        if record["epoch"] == kill_at:
+            raise Killed
+    with pytest.raises(Killed):
+        run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing, on_epoch=kill)
+    assert checkpointing.path.exists()
+    resumed = run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing)
+    for (m1, r1, x1), (m2, r2, x2) in zip(resumed, whole, strict=True):
+        assert [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r1.history] == \
+            [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r2.history]
+        assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+        assert x1["stopped_by"] == x2["stopped_by"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGUSR1"])
+def test_a_stack_told_to_stop_saves_at_once_exits_and_resumes_to_the_same_numbers(data, tmp_path, signal_name):
+    """scancel / preemption (SIGTERM) or SLURM's warning before the time limit (SIGUSR1): the stack saves its
+    state at the end of the epoch, long before its periodic checkpoint is due, and exits; run again, it
+    resumes and ends exactly where an uninterrupted stack ends."""
+    import os
+    import signal
+
+    from warmstart.train import Checkpointing
+
+    specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.03, momentum=0.9), stop=StopSpec("converged", 0.6, 30))
+             for s in SEEDS]
+    splits = splits_for(specs, data)
+    whole = run_training_stacked(specs, data, splits, [None] * 3, log=None)
+    checkpointing = Checkpointing(tmp_path / "resume.pt", every_s=1e9, tag="stack")  # no periodic save
+
+    def preempt(i, record):
+        if record["epoch"] == 3 and i == 0:
+            os.kill(os.getpid(), getattr(signal, signal_name))
+    with pytest.raises(SystemExit, match=f"{signal_name}: saved resumable state after epoch 3"):
+        run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing,
+                             on_epoch=preempt)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    assert torch.load(checkpointing.path, weights_only=False)["histories"][0][-1]["epoch"] == 3
+    resumed = run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing)
+    for (m1, r1, _), (m2, r2, _) in zip(resumed, whole, strict=True):
+        assert [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r1.history] == \
+            [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r2.history]
+        assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))

@@ -202,3 +202,35 @@ def test_a_transfer_between_same_shaped_models_is_a_warm_start():
     model = initialise("transfer", {}, InitContext(fresh=build_model(ModelSpec("mlp"), (40,), 10), seed=1,
                                                    parent_state=source.state_dict()))
     assert same(model.state_dict(), source.state_dict())
+
+
+def test_a_stream_that_keeps_the_optimiser_continues_the_previous_rounds_adam_state(monkeypatch, tmp_path):
+    """warm with optimizer_state: keep (Section 3.5 online, the leaderboard's warm_keep): round k starts from
+    round k-1's final Adam moments and step count, also after a resume; warm resets them every round."""
+    given, final = [], []
+    real_fit = streams.fit
+
+    def wrapped(*args, **kwargs):
+        given.append(kwargs.get("optimizer_state"))
+        results = real_fit(*args, **kwargs)
+        final.append(results[0].optimizer_state)
+        return results
+
+    monkeypatch.setattr(streams, "fit", wrapped)
+    keep = stream(max_samples=150)
+    keep = StreamSpec(keep.round, policy="random", init=InitSpec("warm", {"optimizer_state": "keep"}),
+                      round_size=50, max_samples=150)
+    rows = run_stream(keep, toy_data(), make_split(600, 0), state_path=tmp_path / "s.pt", log=None)
+    assert given[0] is None and len(given) == 3
+    for k in (1, 2):
+        assert given[k]["state"][0]["step"] == final[k - 1]["state"][0]["step"] > 0
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(given[k]["state"][0][name], final[k - 1]["state"][0][name])
+    assert torch.load(tmp_path / "s.pt", weights_only=False)["optimizer"]["state"][0]["step"] == \
+        final[-1]["state"][0]["step"]
+    # samples processed: each round's epochs times its training set, summed over the rounds
+    assert [r["samples_seen"] for r in rows] == [r["epochs"] * r["n_samples"] for r in rows]
+    assert rows[-1]["cumulative_samples"] == sum(r["samples_seen"] for r in rows)
+    given.clear()
+    run_stream(stream(max_samples=150), toy_data(), make_split(600, 0), log=None)
+    assert given == [None, None, None]

@@ -98,10 +98,21 @@ def paper_config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
+SPINE = ("table1", "fig1", "fig2", "fig9", "fig8", "fig3")
+
+
+def spine_config() -> dict:
+    """config.yaml with the experiments of Table 1 and Figures 1, 2, 3, 8, 9 only (Section 3 and the
+    leaderboard have their own tests)."""
+    config = paper_config()
+    config["experiments"] = {k: v for k, v in config["experiments"].items() if k in SPINE}
+    return config
+
+
 # -- planning the paper's config ----------------------------------------------------------------------
 
 def test_paper_config_plans_90_phase1_and_180_phase2_runs_for_table1():
-    plan = plan_experiments(paper_config())
+    plan = plan_experiments(spine_config())
     table1 = plan.experiments["table1"]
     phase1 = [p for p in table1 if p.labels["phase"] == 1]
     phase2 = [p for p in table1 if p.labels["phase"] == 2]
@@ -114,7 +125,7 @@ def test_paper_config_plans_90_phase1_and_180_phase2_runs_for_table1():
 
 
 def test_paper_config_plans_the_papers_streams():
-    plan = plan_experiments(paper_config())
+    plan = plan_experiments(spine_config())
     for name, policy in (("fig2", "random"), ("fig9", "margin"), ("fig8", "pc1_order")):
         planned = plan.experiments[name]
         assert len(planned) == 5 * 2  # seeds x (warm, random)
@@ -160,16 +171,16 @@ def test_each_warm_run_starts_from_the_phase1_run_of_its_own_condition():
 
 
 def test_two_experiments_needing_the_same_phase1_run_share_it():
-    config = paper_config()
+    config = spine_config()
     config["experiments"]["table1_cifar10"] = {**config["experiments"]["table1"], "datasets": ["cifar10"]}
     plan = plan_experiments(config)
     assert len(plan.runs) == 333  # the extra experiment adds no run: all 90 of its runs exist already
 
 
 def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
-    out = snakemake(tmp_path, paper_config(), "-n").stdout
+    out = snakemake(tmp_path, spine_config(), "-n").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert len(planned_training_runs(tmp_path, paper_config(), out)) == 333
+    assert len(planned_training_runs(tmp_path, spine_config(), out)) == 333
     # the mlp and logreg runs of table1 go in stacks of 5 seeds: 2 models x 3 datasets x 2 optimizers x
     # (phase 1, warm, random); the rest (resnet18) are single jobs
     assert len(planned_stacks(out)) == 36 and int(counts["train_stack"]) == 36
@@ -178,6 +189,15 @@ def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
     assert int(counts["train_stream"]) == 30
     assert int(counts["prepare_dataset"]) == 3
     assert int(counts["make_split"]) == 15  # 3 datasets x 5 seeds, shared by all models and optimisers
+
+
+def test_dry_run_of_the_whole_paper_config_schedules_each_planned_run_once(tmp_path):
+    config = paper_config()
+    out = snakemake(tmp_path, config, "-n").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    plan = plan_experiments(config)
+    assert planned_training_runs(tmp_path, config, out) == set(plan.runs)
+    assert int(counts["publish_run"]) == len(plan.runs) and int(counts["train_stream"]) == len(plan.streams)
 
 
 def test_adding_a_seed_plans_only_that_seeds_runs():
@@ -191,7 +211,7 @@ def test_adding_a_seed_plans_only_that_seeds_runs():
 
 
 def test_editing_one_condition_replans_only_that_condition():
-    config = paper_config()
+    config = spine_config()
     before = plan_experiments(config).runs
     config["models"]["mlp"]["hidden"] = 200
     after = plan_experiments(config).runs
@@ -258,6 +278,17 @@ def test_end_to_end_run_writes_parquet_tables_and_figures(finished_workdir):
     assert "mlp adam" in (figures / "table1.md").read_text()
     for pdf in ("table1.pdf", "fig1.pdf", "fig2.pdf", "fig3.pdf"):
         assert (figures / pdf).read_bytes().startswith(b"%PDF")
+
+
+def test_the_html_report_holds_every_figure_and_table_with_its_caption_and_the_config(finished_workdir):
+    report = finished_workdir / "report.html"
+    snakemake(finished_workdir, tiny_config(), "--report", str(report))
+    html = report.read_text()
+    for name in ("table1", "fig1", "fig2", "fig3"):
+        assert f"{name}.png" in html  # each figure and table, as its PNG
+        assert f"<strong>{name}</strong> (experiment kind" in html  # with its own caption
+    assert html.count("<em>Protocol.</em>") >= 4
+    assert "num_samples: 600" in html and "round_size: 40" in html  # the config on the front page
 
 
 def test_end_to_end_streams_write_one_row_per_round(finished_workdir):
@@ -413,3 +444,34 @@ def test_forcerun_until_and_set_resources_address_the_training_rules_by_name(fin
     for rule, mem in (("train_stack", "1234"), ("train_run", "4321")):
         blocks = [b for b in resources.split("\nrule ") if b.startswith(f"{rule}:")]
         assert blocks and all(f"mem_mb={mem}" in b for b in blocks), rule
+
+
+def test_status_counts_finished_running_interrupted_and_missing_runs_from_the_files(finished_workdir, tmp_path):
+    import os
+    import time
+
+    from warmstart.status import experiment_counts, format_counts
+
+    status = finished_workdir / "results" / "plan" / "status.json"
+    counts = experiment_counts(status)
+    assert counts["table1"] == {"finished": 12, "running": 0, "interrupted": 0, "missing": 0}
+    assert counts["fig2"]["finished"] == 2
+    # the same plan seen before the runs finished: a fresh log is running, resume state interrupted
+    units = json.loads(status.read_text())
+    (tmp_path / "plan").mkdir()
+    first = units["table1"][0]
+    second = next(u for u in units["table1"] if u["log"] != first["log"])  # another training job
+    for path in (first["log"], second["log"], second["resume"]):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / first["log"]).write_text("epoch 3")
+    (tmp_path / second["log"]).write_text("epoch 1")
+    os.utime(tmp_path / second["log"], (time.time() - 600, time.time() - 600))
+    (tmp_path / second["resume"]).write_bytes(b"state")
+    (tmp_path / "plan" / "status.json").write_text(json.dumps(units))
+    counts = experiment_counts(tmp_path / "plan" / "status.json")
+    # the runs of one stacked job share its log and resume state
+    running = sum(u["log"] == first["log"] for u in units["table1"])
+    interrupted = sum(u["log"] == second["log"] for u in units["table1"])
+    assert running == interrupted == 2  # stacks of 2 seeds
+    assert counts["table1"] == {"finished": 0, "running": 2, "interrupted": 2, "missing": 8}
+    assert format_counts("results", counts)[0].split()[:3] == ["results", "fig1", "0/3"]

@@ -13,6 +13,7 @@ of the plan alone, never of what is already on disk.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -167,6 +168,18 @@ def probe_spec(label: str, config, key: str) -> ProbeSpec:
     return ProbeSpec(name, options)
 
 
+def _check_strategy(name: str, options: dict, key: str) -> None:
+    from .init import STRATEGIES
+
+    _as_config_error(STRATEGIES.lookup(name, key).check, options, key)
+
+
+def _check_term(name: str, options: dict, key: str) -> None:
+    from .terms import TERMS
+
+    _as_config_error(_as_config_error(TERMS.lookup, name, key).check, options, key)
+
+
 def needs_parent(init: InitSpec) -> bool:
     from .init import STRATEGIES
 
@@ -279,13 +292,14 @@ class Common:
     terms: tuple[TermSpec, ...]
     probes: tuple[ProbeSpec, ...]
 
-    def run(self, dataset: DatasetSpec, model: str, optimizer: str, seed: int, **fields: Any) -> RunSpec:
-        fields.setdefault("terms", self.terms)
-        fields.setdefault("probes", self.probes)
+    def run(self, dataset: DatasetSpec, model: str, optimizer_label: str, seed: int, **fields: Any) -> RunSpec:
+        """A run of this experiment; ``fields`` override its settings (e.g. a sweep's batch size)."""
+        settings = dict(dataset=dataset, model=self.models[model], optimizer=self.optimizers[optimizer_label],
+                        batch_size=self.batch_size, stop=self.stop, seed=seed,
+                        validation_fraction=self.validation_fraction, engine=self.engine, terms=self.terms,
+                        probes=self.probes)
         try:
-            return RunSpec(dataset=dataset, model=self.models[model], optimizer=self.optimizers[optimizer],
-                           batch_size=self.batch_size, stop=self.stop, seed=seed,
-                           validation_fraction=self.validation_fraction, engine=self.engine, **fields)
+            return RunSpec(**{**settings, **fields})
         except SpecError as e:
             raise ConfigError(f"{self.key}: {e}") from None
 
@@ -297,6 +311,38 @@ class Common:
         """Labels of an init: its config label, and whether it is a baseline (starts from no parent)."""
         return dict(init=label, baseline=not needs_parent(self.inits[label]))
 
+    def parent_of(self, parent: RunSpec) -> RunSpec:
+        """The parent run as the experiment's inits need it: keeping the optional files (e.g. the final
+        optimiser state) that a child's strategy continues from."""
+        from .init import STRATEGIES
+
+        wanted = {f for init in self.inits.values() for f in STRATEGIES[init.strategy].parent_files(init.options)}
+        return parent.replace(keep_optimizer=True) if "optimizer" in wanted else parent
+
+
+def _grid(exp, config, key: str, grid_key: str, section: str, name_field: str, check,
+          allow_empty: bool = False) -> list[tuple[str, str, dict]]:
+    """``<grid_key>: {label: {option: [values]}}`` -> (label, condition name, registry name + options) per
+    combination of values, each checked against its registry entry; the grid is written once. With
+    ``allow_empty``, ``{label: {}}`` is the entry as configured, one setting named by its label."""
+    out = []
+    for label, options in (exp.get(grid_key) or {}).items():
+        name, base = _entry(section, label, config, f"{key}.{grid_key}", name_field)
+        if allow_empty and not options:
+            check(name, base, f"{key}.{grid_key}.{label}")
+            out.append((label, label, {"name": name, "options": dict(base)}))
+            continue
+        if not isinstance(options, Mapping) or not options or not all(isinstance(v, list) and v for v in options.values()):
+            raise ConfigError(f"{key}.{grid_key}.{label}: must map each option to a non-empty list of values")
+        for values in itertools.product(*options.values()):
+            chosen = dict(zip(options, values))
+            condition = label + " " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in chosen.items())
+            opts = {**base, **chosen}
+            check(name, opts, f"{key}.{grid_key}.{label}")
+            out.append((label, condition, {"name": name, "options": opts}))
+    return out
+
 
 def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> Common:
     key = f"experiments.{name}"
@@ -307,6 +353,9 @@ def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]
     models = _labels_list(exp, "models", key)
     optimizers = _labels_list(exp, "optimizers", key)
     inits = _labels_list(exp, "inits", key, default=(config.get("defaults") or {}).get("inits"))
+    init_specs = {label: init_spec(label, config, f"{key}.inits[{i}]") for i, label in enumerate(inits)}
+    for _, condition, entry in _grid(exp, config, key, "init_grid", "inits", "strategy", _check_strategy):
+        init_specs[condition] = InitSpec(entry["name"], entry["options"])
     return Common(
         key=key, seeds=seeds,
         batch_size=_setting(exp, config, "batch_size"),
@@ -315,7 +364,7 @@ def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]
         models={m: model_spec(m, config, f"{key}.models[{i}]") for i, m in enumerate(models)},
         optimizers={o: optimizer_spec(o, config, f"{key}.optimizers[{i}]") for i, o in enumerate(optimizers)},
         engine=engine_spec(exp, config, key),
-        inits={label: init_spec(label, config, f"{key}.inits[{i}]") for i, label in enumerate(inits)},
+        inits=init_specs,
         terms=tuple(term_spec(t, config, f"{key}.terms[{i}]") for i, t in enumerate(exp.get("terms") or ())),
         probes=tuple(probe_spec(p, config, f"{key}.probes[{i}]") for i, p in enumerate(exp.get("probes") or ())),
     )
@@ -326,27 +375,131 @@ def _datasets(exp, config, key, field_name="datasets") -> dict[str, DatasetSpec]
     return {d: dataset_spec(d, config, f"{key}.{field_name}[{i}]") for i, d in enumerate(labels)}
 
 
+_PHASE2 = {"type": "object", "additionalProperties": False, "description": "phase 2's own settings", "properties": {
+    "optimizer": {"type": "string", "description": "label under 'optimizers:' (default: the phase-1 one)"},
+    "batch_size": {"type": "integer", "minimum": 1},
+    "stop": COMMON_SETTINGS["stop"]}}
+_GRID = {"type": "object", "additionalProperties": {"type": "object", "minProperties": 1,
+                                                    "additionalProperties": {"type": "array", "minItems": 1}}}
+
+
+def term_conditions(c: Common, exp, config) -> list[tuple[dict[str, Any], tuple[TermSpec, ...]]]:
+    """The loss-term conditions of an experiment: (labels, terms) per value of its ``term_grid`` (each
+    added to the experiment's ``terms``), or the one condition of its ``terms`` without a grid."""
+    grid = _grid(exp, config, c.key, "term_grid", "terms", "term", _check_term)
+    if not grid:
+        return [({}, c.terms)]
+    return [({"term": label, "condition": condition}, c.terms + (TermSpec(entry["name"], entry["options"]),))
+            for label, condition, entry in grid]
+
+
 @experiment_kind("batch", tables=RUN_TABLES, required=("datasets",), properties={
     "datasets": _labels,
     "phase1_fraction": {**_fraction_open, "description": "phase 1 trains on this fraction of the pool"},
+    "phase2": _PHASE2,
+    "term_grid": {**_GRID, "description": "label under 'terms:' -> {option: [values]}: one condition per value"},
+    "init_grid": {**_GRID, "description": "label under 'inits:' -> {option: [values]}: one init per value"},
+    "term_phases": {"type": "array", "items": {"enum": [1, 2]}, "minItems": 1, "uniqueItems": True,
+                    "description": "the phases the experiment's terms apply to (default both)"},
 })
 def plan_batch(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    """The paper's batch experiment (Table 1, Figure 1): train on ``phase1_fraction`` of the pool
-    (phase 1, from a fresh initialisation), then on all of it (phase 2) with each of the experiment's
-    inits: one that needs a parent starts from the phase-1 run, one that does not starts afresh. One
-    phase-1 run per dataset x model x optimiser x seed serves every init that starts from it."""
+    """The paper's batch experiment (Table 1, Figure 1, Tables 2-5, Figure 6): train on
+    ``phase1_fraction`` of the pool (phase 1, from a fresh initialisation), then on all of it (phase 2)
+    with each of the experiment's inits: one that needs a parent starts from the phase-1 run, one that
+    does not starts afresh. One phase-1 run per dataset x model x optimiser x seed (x term condition)
+    serves every init that starts from it. ``phase2`` gives phase 2 its own optimiser, batch size or stop
+    rule (Figure 6 zooms in at lr 1e-5); ``term_grid`` and ``init_grid`` write a grid of conditions once;
+    ``term_phases`` says which phases the terms apply to (EWC needs a parent: phase 2 only)."""
     c = common_settings(name, exp, config)
     phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
     if not 0 < phase1_fraction < 1:
         raise ConfigError(f"{c.key}.phase1_fraction: must be in (0, 1), got {phase1_fraction}")
     datasets = _datasets(exp, config, c.key)
+    phase2 = dict(exp.get("phase2") or {})
+    p2_optimizer = optimizer_spec(phase2["optimizer"], config, f"{c.key}.phase2.optimizer") if "optimizer" in phase2 else None
+    p2_stop = _built(StopSpec, {**dataclasses.asdict(c.stop), **phase2["stop"]}, f"{c.key}.phase2.stop") if "stop" in phase2 else None
+    term_phases = set(exp.get("term_phases") or (1, 2))
+    for (cond_labels, terms), d, m, o, seed in itertools.product(term_conditions(c, exp, config), datasets,
+                                                                 c.models, c.optimizers, c.seeds):
+        labels = {**c.labels(d, m, o, seed), **cond_labels}
+        phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction,
+                                   terms=terms if 1 in term_phases else c.terms))
+        plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1)
+        p2 = dict(train_fraction=1.0, terms=terms if 2 in term_phases else c.terms,
+                  optimizer=p2_optimizer or phase1.optimizer, batch_size=phase2.get("batch_size", phase1.batch_size),
+                  stop=p2_stop or phase1.stop, keep_optimizer=False, probes=c.probes)
+        for label, init in c.inits.items():
+            phase2_run = phase1.replace(init=init, parent=phase1 if needs_parent(init) else None, **p2)
+            plan.add(name, phase2_run, **labels, **c.init_labels(label), phase=2,
+                     **({"phase2_lr": phase2_run.optimizer.lr} if p2_optimizer else {}))
+
+
+@experiment_kind("sweep", tables=RUN_TABLES, required=("datasets", "batch_sizes", "lrs"), properties={
+    "datasets": _labels,
+    "phase1_fraction": _fraction_open,
+    "batch_sizes": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 1}},
+    "lrs": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "number", "exclusiveMinimum": 0}},
+})
+def plan_sweep(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """The hyperparameter sweep (Figures 4 and 5): every batch size x learning rate, chosen separately for
+    phase 1 and phase 2. Each phase-1 setting is trained once and warm-starts one run per phase-2 setting
+    (every init that needs a parent); an init without a parent runs once per setting. The grid is the
+    two lists, written once; each run is labelled with its phase-1 and phase-2 batch size and lr."""
+    c = common_settings(name, exp, config)
+    phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
+    settings = list(itertools.product(exp["batch_sizes"], exp["lrs"]))
+    datasets = _datasets(exp, config, c.key)
+    for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
+        base = c.labels(d, m, o, seed)
+        optimizer = c.optimizers[o]
+        phase1_runs = {}
+        for b1, lr1 in settings:
+            run = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction, batch_size=b1,
+                                    optimizer=dataclasses.replace(optimizer, lr=float(lr1))))
+            phase1_runs[(b1, lr1)] = run
+            plan.add(name, run, **{**base, "batch_size": b1, "lr": float(lr1)}, phase1_batch_size=b1,
+                     phase1_lr=float(lr1), init=run.init.strategy, baseline=True, phase=1)
+        for (b2, lr2), label in itertools.product(settings, c.inits):
+            init = c.inits[label]
+            parents = list(phase1_runs.items()) if needs_parent(init) else [((None, None), None)]
+            for (b1, lr1), parent in parents:
+                run = c.run(datasets[d], m, o, seed, batch_size=b2, init=init, parent=parent,
+                            optimizer=dataclasses.replace(optimizer, lr=float(lr2)))
+                plan.add(name, run, **{**base, "batch_size": b2, "lr": float(lr2)}, phase1_batch_size=b1,
+                         phase1_lr=None if lr1 is None else float(lr1), **c.init_labels(label), phase=2)
+
+
+@experiment_kind("checkpoints", tables=RUN_TABLES, required=("datasets", "checkpoint_every", "checkpoints"),
+                 properties={
+    "datasets": _labels,
+    "phase1_fraction": _fraction_open,
+    "checkpoint_every": {"type": "integer", "minimum": 1, "description": "k: phase 1 keeps its weights every k epochs"},
+    "checkpoints": {"type": "integer", "minimum": 1, "description": "n: phase 1 trains n * k epochs"},
+})
+def plan_checkpoints(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """How quickly generalisation is damaged (Figure 7): phase 1 trains ``checkpoints`` x
+    ``checkpoint_every`` epochs (a fixed number, so every checkpoint exists) and keeps its weights every
+    ``checkpoint_every`` epochs; each checkpoint warm-starts its own phase-2 run (every init that needs a
+    parent), against the inits without a parent. The checkpoints are outputs of the one phase-1 job."""
+    c = common_settings(name, exp, config)
+    phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
+    every, count = exp["checkpoint_every"], exp["checkpoints"]
+    epochs = [every * (i + 1) for i in range(count)]
+    datasets = _datasets(exp, config, c.key)
     for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
         labels = c.labels(d, m, o, seed)
-        phase1 = c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction)
-        plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1)
+        phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction,
+                                   stop=StopSpec("epochs", max_epochs=epochs[-1]), checkpoints=tuple(epochs)))
+        plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1, checkpoint_epoch=None)
         for label, init in c.inits.items():
-            phase2 = phase1.replace(train_fraction=1.0, init=init, parent=phase1 if needs_parent(init) else None)
-            plan.add(name, phase2, **labels, **c.init_labels(label), phase=2)
+            if not needs_parent(init):
+                run = phase1.replace(train_fraction=1.0, init=init, parent=None, stop=c.stop, checkpoints=())
+                plan.add(name, run, **labels, **c.init_labels(label), phase=2, checkpoint_epoch=None)
+                continue
+            for e in epochs:
+                run = phase1.replace(train_fraction=1.0, init=init, parent=phase1, parent_epoch=e, stop=c.stop,
+                                     checkpoints=(), keep_optimizer=False)
+                plan.add(name, run, **labels, **c.init_labels(label), phase=2, checkpoint_epoch=e)
 
 
 @experiment_kind("online", tables=STREAM_TABLES, required=("datasets", "policies"), properties={
@@ -406,6 +559,98 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
             plan.add(name, target_run, **labels, **c.init_labels(label), phase=2, fraction=float(f))
 
 
+
+@experiment_kind("remedies", tables=RUN_TABLES + STREAM_TABLES, required=("datasets", "target", "baseline", "remedies"),
+                 properties={
+    "datasets": _labels,
+    "phase1_fraction": _fraction_open,
+    "target": {"type": "string", "description": "label under 'inits:' of what a remedy tries to match (random init)"},
+    "baseline": {"type": "string", "description": "label under 'inits:' of the plain warm start"},
+    "remedies": {"type": "object", "minProperties": 1, "description":
+                 "label under 'inits:' or 'terms:' -> {option: [values]} (a term is added to the warm start)",
+                 "additionalProperties": {"type": ["object", "null"],
+                                          "additionalProperties": {"type": "array", "minItems": 1}}},
+    "online": {"type": "object", "additionalProperties": False, "properties": {
+        "optimizer": {"type": "string", "description": "label under 'optimizers:' (default: the first of optimizers)"},
+        "policy": {"type": "string"}, "round_size": {"type": "integer", "minimum": 1},
+        "max_samples": {"type": ["integer", "null"], "minimum": 1},
+        "seeds": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0},
+                  "description": "the streams' seeds (default: the experiment's)"},
+        "settings": {"enum": ["all", "first"], "description": "every setting of each remedy's grid, or its first"}}},
+})
+def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """The remedies compared on one protocol (the leaderboard): for each remedy, every setting of its grid
+    (an init strategy applied to the phase-1 model, or a loss term added to the warm start), beside the
+    ``target`` (random init) and the ``baseline`` (plain warm start), on the batch protocol (phase 1 on
+    ``phase1_fraction``, then the whole pool) and, with ``online``, on one stream per remedy setting
+    (``round_size`` new samples per round, the same samples for every remedy under the same seed)."""
+    c = common_settings(name, {**exp, "inits": [exp["target"], exp["baseline"]]}, config)
+    target, baseline = c.inits[exp["target"]], c.inits[exp["baseline"]]
+    if needs_parent(target) or not needs_parent(baseline):
+        raise ConfigError(f"{c.key}: the target must start afresh and the baseline from the phase-1 model")
+    conditions = [("target", exp["target"], exp["target"], target, ()),
+                  ("baseline", exp["baseline"], exp["baseline"], baseline, ())]
+    for label, grid in exp["remedies"].items():
+        in_inits, in_terms = label in (config.get("inits") or {}), label in (config.get("terms") or {})
+        if in_inits == in_terms:
+            raise ConfigError(f"{c.key}.remedies.{label}: must be a label under exactly one of 'inits:' and "
+                              f"'terms:'")
+        section, field_name, check = (("inits", "strategy", _check_strategy) if in_inits
+                                      else ("terms", "term", _check_term))
+        entries = _grid({"grid": {label: grid or {}}}, config, f"{c.key}.remedies", "grid", section, field_name,
+                        check, allow_empty=True)
+        for _, setting, entry in entries:
+            if in_inits:
+                conditions.append(("remedy", label, setting, InitSpec(entry["name"], entry["options"]), ()))
+            else:
+                conditions.append(("remedy", label, setting, baseline, (TermSpec(entry["name"], entry["options"]),)))
+    datasets = _datasets(exp, config, c.key)
+    phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
+    for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
+        labels = {**c.labels(d, m, o, seed), "protocol": "batch"}
+        phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction))
+        if any("optimizer" in _parent_files(init) for *_, init, _ in conditions):
+            phase1 = phase1.replace(keep_optimizer=True)
+        plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1, role="phase1",
+                 remedy=None, setting=None)
+        for role, remedy, setting, init, terms in conditions:
+            run = phase1.replace(train_fraction=1.0, init=init, parent=phase1 if needs_parent(init) else None,
+                                 terms=c.terms + terms, keep_optimizer=False)
+            plan.add(name, run, **labels, init=setting, baseline=not needs_parent(init), phase=2, role=role,
+                     remedy=remedy, setting=setting)
+    online = exp.get("online")
+    if online is None:
+        return
+    from .policies import POLICIES
+
+    policy = online.get("policy", "random")
+    _as_config_error(POLICIES.lookup, policy, f"{c.key}.online.policy")
+    optimizer = online.get("optimizer", next(iter(c.optimizers)))
+    opt = optimizer_spec(optimizer, config, f"{c.key}.online.optimizer")
+    first_only = online.get("settings", "all") == "first"
+    seen: set[str] = set()
+    for role, remedy, setting, init, terms in conditions:
+        if first_only and remedy in seen:
+            continue
+        seen.add(remedy)
+        for d, m, seed in itertools.product(datasets, c.models, online.get("seeds", c.seeds)):
+            template = c.run(datasets[d], m, next(iter(c.optimizers)), seed, optimizer=opt, terms=c.terms + terms)
+            try:
+                stream = StreamSpec(template, policy=policy, init=init, round_size=online.get("round_size", 100),
+                                    max_samples=online.get("max_samples"))
+            except SpecError as e:
+                raise ConfigError(f"{c.key}.online: {e}") from None
+            plan.add(name, stream, **{**c.labels(d, m, next(iter(c.optimizers)), seed), "optimizer": optimizer,
+                                     "lr": opt.lr}, protocol="online", policy=policy, init=setting,
+                     baseline=not needs_parent(init), role=role, remedy=remedy, setting=setting)
+
+
+def _parent_files(init: InitSpec) -> tuple[str, ...]:
+    from .init import STRATEGIES
+
+    return STRATEGIES[init.strategy].parent_files(init.options)
+
+
 # -- the whole config ---------------------------------------------------------------------------------
 
 def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -> Plan:
@@ -419,9 +664,9 @@ def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -
             continue
         kind = _as_config_error(EXPERIMENT_KINDS.lookup, exp.get("kind"), f"experiments.{name}.kind")
         report = _as_config_error(REPORTS.lookup, exp.get("report"), f"experiments.{name}.report")
-        if report.table not in kind.tables:
-            raise ConfigError(f"experiments.{name}.report: {exp.get('report')!r} draws the {report.table!r} "
-                              f"table, which a {kind.name!r} experiment does not write (it writes {list(kind.tables)})")
+        if not set(report.tables) <= set(kind.tables):
+            raise ConfigError(f"experiments.{name}.report: {exp.get('report')!r} reads the tables {list(report.tables)}, "
+                              f"which a {kind.name!r} experiment does not write (it writes {list(kind.tables)})")
         kind.plan(plan, name, exp, config)
         plan.experiment_config[name] = dict(exp)
     return plan
@@ -450,5 +695,5 @@ def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
 
 def condition_key(spec: RunSpec) -> str:
     """What the seeds of one stack share: the spec without its seed, the engine and the probes."""
-    return short_hash({"condition": spec.seedless(), "engine": spec.engine.__dict__,
-                       "probes": [p.__dict__ for p in spec.probes]}, 16)
+    return short_hash({"condition": spec.seedless(), "engine": dataclasses.asdict(spec.engine),
+                       "probes": [dataclasses.asdict(p) for p in spec.probes]}, 16)

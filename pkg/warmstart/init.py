@@ -13,6 +13,7 @@ data, and a ``train`` callable for strategies that train part of the model first
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -53,8 +54,11 @@ class Strategy:
     name: str
     apply: Callable[..., nn.Module]
     needs_parent: bool
-    stackable: bool = True  # the initial models are built per seed, so every strategy stacks so far
+    # whether runs with these options stack (their initial models are built per seed, so most do)
+    stackable: Callable[[Mapping[str, Any]], bool] = lambda options: True
     choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
+    # which of its parent's optional files (e.g. "optimizer", its final optimiser state) it needs, by options
+    parent_files: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
 
     def check(self, options: Mapping[str, Any], key: str) -> None:
         check_options(self.apply, options, key, choices=self.choices)
@@ -63,11 +67,19 @@ class Strategy:
 STRATEGIES: Registry[Strategy] = Registry("init strategy")
 
 
-def register_strategy(name: str, needs_parent: bool, stackable: bool = True,
-                      choices: Mapping[str, tuple] | None = None):
+def derived_seed(seed: int, tag: str) -> int:
+    """A seed for another, independent draw of the run (e.g. shrink-perturb's fresh model), fixed by
+    the run's seed and a tag, so that it is reproducible and unrelated to the run's own initialisation."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:4], "little")
+
+
+def register_strategy(name: str, needs_parent: bool, stackable: Callable[[Mapping[str, Any]], bool] | None = None,
+                      choices: Mapping[str, tuple] | None = None,
+                      parent_files: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None):
     """Register ``fn(ctx: InitContext, **options) -> nn.Module`` as the init strategy ``name``."""
     def decorate(fn):
-        STRATEGIES.add(name, Strategy(name, fn, needs_parent, stackable, dict(choices or {})))
+        STRATEGIES.add(name, Strategy(name, fn, needs_parent, stackable or (lambda options: True),
+                                      dict(choices or {}), parent_files or (lambda options: ())))
         return fn
     return decorate
 
@@ -87,7 +99,14 @@ def random_init(ctx: InitContext) -> nn.Module:
     return ctx.fresh
 
 
-@register_strategy("warm", needs_parent=True, choices={"optimizer_state": ("reset", "keep")})
+def _keeps_optimizer(options: Mapping[str, Any]) -> bool:
+    return options.get("optimizer_state") == "keep"
+
+
+# A stack shares one step count, and parents stop at different epochs: carried Adam states train alone.
+@register_strategy("warm", needs_parent=True, choices={"optimizer_state": ("reset", "keep")},
+                   parent_files=lambda options: ("optimizer",) if _keeps_optimizer(options) else (),
+                   stackable=lambda options: not _keeps_optimizer(options))
 def warm_start(ctx: InitContext, optimizer_state: str = "reset") -> nn.Module:
     """Start from exactly the parent's final weights and buffers (BatchNorm statistics included).
 
@@ -137,3 +156,147 @@ def shrink_perturb(ctx: InitContext, shrink: float = 0.4, perturb: float = 0.1) 
         state[name] = shrink * ctx.parent_state[name] + perturb * p.detach()
     ctx.fresh.load_state_dict(state)
     return ctx.fresh
+
+
+@register_strategy("noisy_warm", needs_parent=True)
+def noisy_warm(ctx: InitContext, std: float) -> nn.Module:
+    """A warm start plus Gaussian noise (the paper's Table 3): every parameter of the parent gets
+    independent N(0, std^2) noise, drawn from a generator seeded by the run; buffers are kept."""
+    generator = torch.Generator().manual_seed(derived_seed(ctx.seed, "noisy_warm"))
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    with torch.no_grad():
+        for p in ctx.fresh.parameters():
+            p.add_(torch.randn(p.shape, generator=generator).to(p.device) * std)
+    return ctx.fresh
+
+
+def _freeze_all_but_head(model: nn.Module) -> list[str]:
+    from .models import head_parameter_names
+
+    head = head_parameter_names(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in head)
+    return head
+
+
+@register_strategy("last_layer", needs_parent=True)
+def last_layer(ctx: InitContext) -> nn.Module:
+    """LL (the paper's Table 4): the parent's weights, with every parameter but the last layer's frozen,
+    so the run trains only the last layer."""
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    _freeze_all_but_head(ctx.fresh)
+    return ctx.fresh
+
+
+@register_strategy("last_layer_then_all", needs_parent=True)
+def last_layer_then_all(ctx: InitContext) -> nn.Module:
+    """LL+WS (Table 4): from the parent's weights, first train only the last layer to convergence on the
+    run's data (the run's optimiser, batch size and stop rule; its time counts as init cost), then the run
+    trains the whole network from there."""
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    _freeze_all_but_head(ctx.fresh)
+    ctx.train(ctx.fresh)
+    for p in ctx.fresh.parameters():
+        p.requires_grad_(True)
+    return ctx.fresh
+
+
+# -- remedies published since (the leaderboard, warmstart.experiments.plan_remedies) ---------------------
+
+def _weights(model: nn.Module):
+    """The weights of the convolutional and linear layers (not biases, not BatchNorm)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            yield module.weight
+
+
+@register_strategy("shrink_perturb_weights", needs_parent=True)
+def shrink_perturb_weights(ctx: InitContext, shrink: float = 0.3, sigma: float = 0.01) -> nn.Module:
+    """Shrink-perturb in the DASH paper's form: the parent's weights, and on every convolutional and
+    linear weight (not biases, not BatchNorm) ``shrink * w + N(0, sigma^2)``."""
+    generator = torch.Generator().manual_seed(derived_seed(ctx.seed, "shrink_perturb_weights"))
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    with torch.no_grad():
+        for w in _weights(ctx.fresh):
+            w.mul_(shrink).add_(torch.randn(w.shape, generator=generator).to(w.device) * sigma)
+    return ctx.fresh
+
+
+@register_strategy("interpolate_init", needs_parent=True)
+def interpolate_init(ctx: InitContext, c: float = 0.8) -> nn.Module:
+    """Interpolation toward the original initialisation (the Hare & Tortoise and FIRE code bases): every
+    parameter becomes ``(1 - c) * theta + c * theta_0``, with theta the parent's and theta_0 the run's
+    lineage's first initialisation (for a batch run, its phase-1 run's init; online, the first round's).
+    Buffers are the parent's."""
+    origin = dict(ctx.origin.named_parameters())
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    with torch.no_grad():
+        for name, p in ctx.fresh.named_parameters():
+            p.mul_(1 - c).add_(c * origin[name].detach())
+    return ctx.fresh
+
+
+@register_strategy("head_reset", needs_parent=True)
+def head_reset(ctx: InitContext) -> nn.Module:
+    """Head reset (Nikishin et al. 2022): the parent's weights with the last layer re-initialised (a new
+    draw)."""
+    from .models import head_parameter_names
+
+    fresh = dict(ctx.new_model("head_reset").named_parameters())
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    with torch.no_grad():
+        for name, p in ctx.fresh.named_parameters():
+            if name in head_parameter_names(ctx.fresh):
+                p.copy_(fresh[name])
+    return ctx.fresh
+
+
+def dash_scales(weight: torch.Tensor, direction: torch.Tensor, shrink_min: float, per: str) -> torch.Tensor:
+    """DASH's factor for each slice of a weight: the cosine between the weight and the averaged negative
+    gradient, clipped to [shrink_min, 1]. Slices: a linear layer's output rows; a convolution's kernel
+    slices (output, input channel) over their spatial entries (``per: kernel``, the DASH code) or whole
+    output filters (``per: filter``); a bias vector is one slice."""
+    if weight.dim() == 1:
+        w, g = weight.reshape(1, -1), direction.reshape(1, -1)
+    elif weight.dim() == 2 or per == "filter":
+        w, g = weight.flatten(1), direction.flatten(1)
+    else:
+        w, g = weight.flatten(2), direction.flatten(2)
+    cos = torch.nn.functional.cosine_similarity(w, g, dim=-1, eps=1e-12)
+    return cos.clamp(shrink_min, 1.0)
+
+
+@register_strategy("dash", needs_parent=True, choices={"per": ("kernel", "filter")})
+def dash(ctx: InitContext, shrink_min: float = 0.3, alpha: float = 0.3, per: str = "kernel",
+         batch_size: int = 1024) -> nn.Module:
+    """DASH (Shin et al., NeurIPS 2024): from the parent's weights, keep an EMA of the negative gradient
+    over the run's training data (all the data seen so far) in batches on a copy in eval mode,
+    ``g = (1 - alpha) g + alpha (-grad)``; then shrink each slice of every convolutional and linear
+    weight and bias (``dash_scales``) by its cosine with g, clipped to [shrink_min, 1]. BatchNorm is left
+    as it is. The gradient pass counts as the init's cost."""
+    import time
+
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    model = ctx.fresh
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    ema = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for start in range(0, len(ctx.x_train), batch_size):
+        xb, yb = ctx.x_train[start:start + batch_size], ctx.y_train[start:start + batch_size]
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        for (n, _), g in zip(model.named_parameters(), grads):
+            ema[n].mul_(1 - alpha).add_(-alpha * g)
+    model.train(was_training)
+    shrunk = {id(m): m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if id(module) not in shrunk:
+                continue
+            for pname, p in module.named_parameters(recurse=False):
+                scale = dash_scales(p, ema[f"{name}.{pname}" if name else pname], shrink_min, per)
+                p.mul_(scale.reshape(scale.shape + (1,) * (p.dim() - scale.dim())) if p.dim() > 1 else scale)
+    ctx.cost.time_s += time.perf_counter() - started
+    ctx.cost.samples += len(ctx.x_train)
+    return model

@@ -68,25 +68,3 @@ def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return True
-
-
-def publish(src_dir: str | os.PathLike, targets: list[str | os.PathLike], log: str | os.PathLike | None = None) -> None:
-    """Give each target file the content of the file of the same name in ``src_dir``, in order (so the
-    last one, a run's model.pt, appears last): a hard link where the file system allows, else a copy,
-    each through a temporary name and one rename. ``log`` gets one line per file."""
-    import shutil
-
-    lines = []
-    for target in map(Path, targets):
-        src = Path(src_dir) / target.name
-        with atomic_path(target) as tmp:
-            tmp.unlink()
-            try:
-                os.link(src, tmp)
-                lines.append(f"linked {src} -> {target}")
-            except OSError:
-                shutil.copy2(src, tmp)
-                lines.append(f"copied {src} -> {target}")
-    if log is not None:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        Path(log).write_text("\n".join(lines) + "\n")

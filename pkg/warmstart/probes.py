@@ -92,3 +92,17 @@ def grad_norm(ctx: ProbeContext, subsets: list[str] = list(SUBSETS), max_samples
         squares = sum((g / idx.shape[1]).square().flatten(1).sum(1) for g in total.values())
         out[f"grad_norm_{name}"] = squares.sqrt()
     return out
+
+
+@register_probe("init_distance")
+def init_distance(ctx: ProbeContext):
+    """How far the weights are from where the run started (Figure 5): ``dist_to_start``, the L2 distance
+    over every parameter, and ``corr_with_start``, the Pearson correlation of all weights with the
+    starting weights (for a warm start, its phase-1 weights)."""
+    start = ctx.anchors["start"]
+    params = ctx.model.named_params()
+    now = torch.cat([params[n].detach().flatten(1) for n in start], 1)
+    then = torch.cat([start[n].flatten(1) for n in start], 1)
+    a, b = now - now.mean(1, keepdim=True), then - then.mean(1, keepdim=True)
+    corr = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    return {"dist_to_start": (now - then).norm(dim=1), "corr_with_start": corr}

@@ -9,7 +9,8 @@
   stopped_by ("threshold", "max_epochs" or "epochs"), n_train, n_val, num_parameters, device,
   precision (what ran: fp32 or bf16), stacked_seeds (how many seeds trained together in its job; 1: alone),
   samples_seen (samples processed in training), init_time_s and init_samples (what the init strategy
-  spent before training, e.g. a last-layer-first stage; 0 for most)
+  spent before training, e.g. a last-layer-first stage; 0 for most), then the probes' values after the
+  last epoch (e.g. corr_with_start)
 ``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
 record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen, then one column per
 value its probes measure (e.g. grad_norm_old).
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import PlannedRun
+from .train import EPOCH_FIELDS
 from .spec import RunSpec, StreamSpec
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
@@ -33,7 +35,7 @@ LATER_METRICS = {"precision": "fp32", "stacked_seeds": 1, "init_time_s": 0.0, "i
 def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs_dir = Path(runs_dir)
     rows, epoch_frames = [], []
-    for p in planned:
+    for p in (p for p in planned if isinstance(p.spec, RunSpec)):  # an experiment may also plan streams
         run_dir = runs_dir / p.spec.name
         metrics = json.loads((run_dir / "metrics.json").read_text())
         identity = {
@@ -42,10 +44,12 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
             "parent_run_id": None if p.spec.parent is None else p.spec.parent.run_id,
             "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
         }
+        epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
+        probed = {c: epochs[c].iloc[-1] for c in epochs.columns if c not in EPOCH_FIELDS}  # after the last epoch
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
                      **{k: metrics.get(k, default) for k, default in LATER_METRICS.items()},
-                     "samples_seen": metrics.get("samples_seen", metrics["epochs"] * metrics["n_train"])})
-        epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
+                     "samples_seen": metrics.get("samples_seen", metrics["epochs"] * metrics["n_train"]),
+                     **probed})
         epoch_frames.append(epochs.assign(**identity))
     summary = pd.DataFrame(rows)
     epochs = pd.concat(epoch_frames, ignore_index=True)
@@ -60,9 +64,10 @@ def collect_streams(experiment: str, planned: list[PlannedRun], streams_dir: str
     dataset, model, optimizer, lr, batch_size, seed, policy, init, baseline), stream_id, stream_name,
     round_size, then round, n_samples, val_acc, val_loss, train_acc, train_loss, epochs, train_time_s (this
     round's training only), init_time_s (what its init strategy spent), cumulative_train_time_s (training
-    and init time of every round so far), converged, and the probes' values after each round's last epoch."""
+    and init time of every round so far), samples_seen (this round's, training and init),
+    cumulative_samples, converged, and the probes' values after each round's last epoch."""
     frames = []
-    for p in planned:
+    for p in (p for p in planned if isinstance(p.spec, StreamSpec)):  # an experiment may also plan runs
         rounds = pd.read_parquet(Path(streams_dir) / p.spec.name / "rounds.parquet").drop(columns=["stream_id"])
         identity = {"experiment": experiment, **p.labels, "stream_id": p.spec.stream_id,
                     "stream_name": p.spec.name, "round_size": p.spec.round_size}

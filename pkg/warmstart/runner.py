@@ -15,7 +15,6 @@ as single runs do, with the same numbers within float tolerance.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
@@ -29,7 +28,7 @@ from torch import nn
 
 from .datasets import DeviceData, load_prepared
 from .errors import SpecError
-from .init import InitContext, InitCost, STRATEGIES, initialise
+from .init import STRATEGIES, InitContext, InitCost, derived_seed, initialise
 from .io import save_json, save_parquet, save_torch
 from .models import MODELS, build_model, count_parameters
 from .probes import PROBES, BoundProbe
@@ -50,12 +49,6 @@ def pick_device(device: str = "auto") -> torch.device:
         # fixed input shapes: let cuDNN pick the fastest convolution algorithms once
         torch.backends.cudnn.benchmark = True
     return dev
-
-
-def derived_seed(seed: int, tag: str) -> int:
-    """A seed for another, independent draw of the run (e.g. shrink-perturb's fresh model), fixed by
-    the run's seed and a tag, so that it is reproducible and unrelated to the run's own initialisation."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:4], "little")
 
 
 def build_seeded(spec: RunSpec, seed: int, input_shape, num_classes: int, device) -> nn.Module:
@@ -83,12 +76,12 @@ def check_names(spec: RunSpec, key: str = "") -> None:
 def stackable(spec: RunSpec) -> bool:
     """Whether the seeds of ``spec``'s condition can train as one stack: a stackable model, an
     elementwise optimiser, no compilation, and only terms, probes and an init strategy that work per
-    seed; runs whose checkpoints or optimiser state are kept train alone (they are saved from one model)."""
+    seed; runs that keep checkpoints train alone (they are saved from one model)."""
     return (MODELS[spec.model.arch].stackable and OPTIMIZERS[spec.optimizer.name].elementwise
-            and not spec.engine.compile and STRATEGIES[spec.init.strategy].stackable
+            and not spec.engine.compile and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
             and all(TERMS[t.name].stackable for t in spec.terms)
             and all(PROBES[p.name].stackable for p in spec.probes)
-            and not spec.checkpoints and not spec.keep_optimizer)
+            and not spec.checkpoints)
 
 
 @dataclass
@@ -221,6 +214,7 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
               parent_states: Sequence[dict | None], *, stacked: bool = False, method: str = "bmm",
               parent_optimizer_states: Sequence[dict | None] | None = None,
               checkpointing: Checkpointing | None = None, checkpoint_dir: Path | None = None,
+              on_epoch: Callable[[int, dict], None] | None = None,
               log: Callable[[str], None] | None = print) -> list[tuple[nn.Module, TrainResult, dict]]:
     """Train ``specs`` on already-loaded data: one run (``stacked`` False, a single spec) or the seeds of
     one condition as a stack. ``splits[i]`` and ``parent_states[i]`` belong to ``specs[i]``. A single run
@@ -247,11 +241,15 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
     else:
         trainee = SingleModel(starts[0].model, resolved)
     td = train_data(specs, data, splits)
-    on_epoch = None
     if spec0.checkpoints:
         if stacked or checkpoint_dir is None:
             raise ValueError("checkpoints: a run that keeps checkpoints trains alone, with a checkpoint_dir")
-        on_epoch = checkpoint_saver(spec0, Path(checkpoint_dir), starts[0].model)
+        save, then = checkpoint_saver(spec0, Path(checkpoint_dir), starts[0].model), on_epoch
+
+        def on_epoch(i: int, record: dict) -> None:
+            save(i, record)
+            if then:
+                then(i, record)
     results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
                   stop=spec0.stop, run=run_state(specs, starts), resolved=resolved,
                   checkpointing=checkpointing, log=log, on_epoch=on_epoch,
@@ -321,7 +319,7 @@ def checkpoint_saver(spec: RunSpec, out_dir: Path, model: nn.Module):
 
     def save(i: int, record: dict) -> None:
         if record["epoch"] in wanted:
-            save_torch(cpu_state(model), out_dir / "checkpoints" / f"epoch{record['epoch']}.pt")
+            save_torch(cpu_state(model), out_dir / f"epoch{record['epoch']}.pt")
     return save
 
 
@@ -357,16 +355,24 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
     out_dirs = [Path(d) for d in out_dirs]
     resume = Path(resume_path) if resume_path else out_dirs[0] / "resume.pt"
     tag = "+".join(s.run_id for s in specs)
+    # checkpoints are kept beside the resume state until the run is done: an interrupted job's output
+    # directory is removed before it runs again, and the resumed run does not pass those epochs again
+    kept = resume.with_name(resume.stem + ".checkpoints")
     outputs = run_block(specs, data, splits, parents, stacked=stacked, method=method,
-                           parent_optimizer_states=parent_opts,
-                           checkpointing=Checkpointing(resume, every_s=checkpoint_every_s, tag=tag),
-                           checkpoint_dir=out_dirs[0] / "checkpoints", log=log)
+                        parent_optimizer_states=parent_opts,
+                        checkpointing=Checkpointing(resume, every_s=checkpoint_every_s, tag=tag),
+                        checkpoint_dir=kept, log=log)
     wall = time.time() - started
     all_metrics = []
     for spec, out_dir, (model, result, metrics) in zip(specs, out_dirs, outputs):
         metrics["wall_time_s"] = wall  # a stack's wall time is shared by its runs
         metrics["threads"] = torch.get_num_threads()
         metrics["stacked_seeds"] = k if stacked else 1
+        if spec.checkpoints:
+            (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            for epoch in spec.checkpoints:
+                os.replace(kept / f"epoch{epoch}.pt", out_dir / "checkpoints" / f"epoch{epoch}.pt")
+            kept.rmdir()
         write_run(spec, out_dir, model, result, metrics)
         all_metrics.append(metrics)
         log(f"done: {spec.name} val_acc {metrics['val_acc']:.4f} after {metrics['epochs']} epochs "

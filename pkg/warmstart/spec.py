@@ -57,7 +57,7 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _freeze_options(self.options))
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """File-system name of the prepared tensor file: readable name plus a hash of the options."""
         return f"{self.name}-{short_hash(self.options, 8)}"

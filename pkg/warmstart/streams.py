@@ -27,7 +27,8 @@ from .splits import Split
 from .train import SingleModel, TrainData, fit, resolve_engine
 
 ROUND_FIELDS = ("round", "n_samples", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
-                "train_time_s", "init_time_s", "cumulative_train_time_s", "converged")
+                "train_time_s", "init_time_s", "cumulative_train_time_s", "samples_seen", "cumulative_samples",
+                "converged")
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -45,7 +46,9 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
                on_round: Callable[[dict], None] | None = None,
                log: Callable[[str], None] | None = print) -> list[dict]:
     """Run (or resume) a stream; returns one row per round (ROUND_FIELDS, then the probes' columns of
-    each round's last epoch). ``cumulative_train_time_s`` adds up every round's training and init time."""
+    each round's last epoch). ``cumulative_train_time_s`` adds up every round's training and init time,
+    ``cumulative_samples`` every round's samples processed (training and init). A strategy that keeps the
+    optimiser state (``warm`` with ``optimizer_state: keep``) continues the previous round's optimiser."""
     check_stream(spec)
     device = data.x_train.device
     r = spec.round
@@ -57,6 +60,8 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
     chosen = torch.empty(0, dtype=torch.long, device=device)
     rows: list[dict] = []
     previous_state: dict | None = None
+    previous_optimizer: dict | None = None
+    keep_optimizer = "optimizer" in strategy.parent_files(spec.init.options)
     context = SelectionContext(data.x_train[pool], available)
     origin = build_seeded(r, round_seed(r.seed, 0), data.input_shape, data.num_classes, device)
 
@@ -65,11 +70,13 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
         saved = torch.load(state_path, map_location=device, weights_only=False)
         if saved.get("tag") == spec.stream_id:
             rows, chosen, previous_state = saved["rows"], saved["chosen"].to(device), saved["model"]
+            previous_optimizer = saved.get("optimizer")
             available[chosen] = False
             if log:
                 log(f"resumed after round {len(rows)} ({len(chosen)} samples)")
 
     cumulative = rows[-1]["cumulative_train_time_s"] if rows else 0.0
+    cumulative_samples = rows[-1]["cumulative_samples"] if rows else 0
     while len(chosen) < limit:
         index = len(rows)
         context.model = None
@@ -88,6 +95,7 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
         from_parent = previous_state is not None and strategy.needs_parent
         round_spec = r.replace(init=spec.init, parent=r if from_parent else None)
         start = start_seed(round_spec, data, split, previous_state if from_parent else None, origin=origin,
+                           parent_optimizer_state=previous_optimizer if from_parent else None,
                            init_seed=round_seed(r.seed, index), train_idx=train_idx,
                            parent_idx=previous_idx if from_parent else None, apply_strategy=from_parent)
         resolved = resolve_engine(r.engine, device, start.model)
@@ -96,19 +104,24 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
             td.subsets = {"old": previous_idx.unsqueeze(0), "new": pool[new].unsqueeze(0)}
         result = fit(SingleModel(start.model, resolved), r.optimizer, td, [round_seed(r.seed, index)],
                      batch_size=r.batch_size, stop=r.stop, run=run_state([round_spec], [start]), resolved=resolved,
-                     log=None, evaluate_every_epoch=False)[0]
+                     log=None, evaluate_every_epoch=False, optimizer_state=start.ctx.optimizer_state,
+                     keep_optimizer=keep_optimizer)[0]
         cumulative += result.train_time_s + start.ctx.cost.time_s
+        samples_seen = int(result.final["samples_seen"]) + start.ctx.cost.samples
+        cumulative_samples += samples_seen
         final = result.final
         row = {"round": index + 1, "n_samples": int(len(chosen)), "val_acc": final["val_acc"],
                "val_loss": final["val_loss"], "train_acc": final["train_acc"], "train_loss": final["train_loss"],
                "epochs": final["epoch"], "train_time_s": result.train_time_s, "init_time_s": start.ctx.cost.time_s,
-               "cumulative_train_time_s": cumulative, "converged": result.converged,
+               "cumulative_train_time_s": cumulative, "samples_seen": samples_seen,
+               "cumulative_samples": cumulative_samples, "converged": result.converged,
                **{k: v for k, v in final.items() if k not in ("epoch", "epoch_time_s", "samples_seen")
                   and k not in ROUND_FIELDS}}
         rows.append(row)
         previous_state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
+        previous_optimizer = result.optimizer_state
         if state_path is not None:
-            save_torch({"tag": spec.stream_id, "rows": rows, "chosen": chosen.cpu(),
+            save_torch({"tag": spec.stream_id, "rows": rows, "chosen": chosen.cpu(), "optimizer": previous_optimizer,
                         "model": {k: v.cpu() for k, v in previous_state.items()}}, state_path)
         if log:
             log(f"round {row['round']}: {row['n_samples']} samples, val_acc {row['val_acc']:.4f}, "

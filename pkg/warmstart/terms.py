@@ -96,3 +96,79 @@ def l2_init(batch: TermBatch, coef: float, anchor: str = "start") -> torch.Tenso
     ``anchor``: ``start``, the weights the run began training from (for a warm start, its parent's);
     ``origin``, its lineage's first random initialisation (Kumar et al.'s L2-init)."""
     return coef * squared_distance(batch.params, batch.anchors[anchor])
+
+
+@register_term("l2")
+def l2(batch: TermBatch, coef: float) -> torch.Tensor:
+    """A plain L2 weight penalty (Krogh & Hertz), ``coef * ||theta||^2`` over every parameter (Table 2)."""
+    return coef * per_seed_sum(p.square() for p in batch.params.values())
+
+
+@register_term("confidence")
+def confidence(batch: TermBatch, coef: float) -> torch.Tensor:
+    """The confidence penalty (Pereyra et al. 2017): minus ``coef`` times the mean entropy of the
+    predicted distribution, so that minimising the loss keeps predictions from becoming over-confident."""
+    log_p = torch.log_softmax(batch.logits, dim=-1)
+    entropy = -(log_p.exp() * log_p).sum(-1).mean(-1)  # [S]
+    return -coef * entropy
+
+
+@register_term("adversarial")
+def adversarial(batch: TermBatch, coef: float, epsilon: float = 0.03) -> torch.Tensor:
+    """Adversarial training with FGSM examples (Goodfellow et al.): ``coef`` times the cross-entropy on
+    ``x + epsilon * sign(grad_x CE)``, the gradient taken on the batch as it is (in normalised input
+    units: images lie in [-1, 1]). The adversarial inputs are constants: the term's gradient flows only
+    through the second forward pass."""
+    x = batch.inputs.detach().requires_grad_(True)
+    logits = batch.forward(x)
+    s = logits.shape[0]
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="sum")
+    (grad,) = torch.autograd.grad(ce, x)  # each seed's inputs are its own rows: per-seed input gradients
+    x_adv = (batch.inputs + epsilon * grad.sign()).detach()
+    adv = batch.forward(x_adv)
+    return coef * torch.nn.functional.cross_entropy(adv.flatten(0, 1), batch.targets.flatten(),
+                                                    reduction="none").view(s, -1).mean(1)
+
+
+def diagonal_fisher(model, x: torch.Tensor, y: torch.Tensor, samples: int | None = None,
+                    chunk: int = 256) -> dict[str, torch.Tensor]:
+    """The empirical diagonal Fisher information of ``model`` (eval mode) on (x, y): the mean over samples
+    of the squared per-sample gradient of log p(y | x), per parameter. ``samples`` caps the data at its
+    first samples (a random order already)."""
+    from torch.func import functional_call, grad, vmap
+
+    if samples:
+        x, y = x[:samples], y[:samples]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    was_training = model.training
+    model.eval()
+
+    def nll(p, xi, yi):
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return torch.nn.functional.cross_entropy(out, yi.unsqueeze(0))
+    per_sample = vmap(grad(nll), in_dims=(None, 0, 0))
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for start in range(0, len(x), chunk):
+        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        for n in total:
+            total[n] += grads[n].square().sum(0)
+    model.train(was_training)
+    return {n: t / max(len(x), 1) for n, t in total.items()}
+
+
+def _ewc_setup(ctx, model, coef: float, samples: int | None = None) -> dict[str, torch.Tensor]:
+    if ctx.x_parent is None:
+        from .errors import SpecError
+        raise SpecError("terms.ewc: needs a parent run's training data (a warm start) to estimate the Fisher")
+    return diagonal_fisher(model, ctx.x_parent, ctx.y_parent, samples)
+
+
+@register_term("ewc", setup=_ewc_setup)
+def ewc(batch: TermBatch, coef: float, samples: int | None = None) -> torch.Tensor:
+    """Elastic weight consolidation (Kirkpatrick et al.) toward the weights the run started from (a warm
+    start's phase-1 weights): ``coef / 2 * sum F (theta - theta_start)^2``, with F the diagonal Fisher
+    of the starting model on the parent's training data (the phase-1 data), estimated once when the run
+    begins (``samples`` caps the data it is estimated on)."""
+    anchor = batch.anchors["start"]
+    return coef / 2 * per_seed_sum(batch.state[n] * (batch.params[n] - anchor[n]).square() for n in batch.state)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +187,9 @@ class SingleModel:
     def export(self, row: int) -> None:
         """Write row ``row``'s weights into its own module (a single model trains in place)."""
 
+    def row_optimizer_state(self, opt: torch.optim.Optimizer, row: int) -> dict:
+        return copy.deepcopy(opt.state_dict())
+
     def resume_state(self) -> dict:
         return {"model": self.model.state_dict()}
 
@@ -294,6 +299,15 @@ class StackedModels:
             for name, p in self._models[self.rows[row]].named_parameters():
                 p.copy_(self.params[name][row])
 
+    def row_optimizer_state(self, opt: torch.optim.Optimizer, row: int) -> dict:
+        """Row ``row``'s optimiser state as its own model's optimiser would hold it (the stack's step
+        count is the row's own: every row still training has taken every step)."""
+        state = opt.state_dict()
+        state["state"] = {k: {key: v[row].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)
+                              for key, v in per_param.items()} for k, per_param in state["state"].items()}
+        state["param_groups"] = copy.deepcopy(state["param_groups"])
+        return state
+
     def keep(self, rows: list[int], opt: torch.optim.Optimizer, make_opt) -> torch.optim.Optimizer:
         """Keep only ``rows``: new leaves holding them, and an optimiser whose per-parameter state
         (momentum buffers, Adam's moments) is sliced the same way; scalar state (Adam's step) is kept."""
@@ -352,6 +366,7 @@ def batch_objective(trainee, xb: torch.Tensor, yb: torch.Tensor, run: RunState,
         logits = trainee.forward(xb)
     logits = logits.float()
     s = logits.shape[0]
+    # per sample, then each seed's mean: one reduction for a single model and a stack alike
     ce = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(s, -1).mean(1)
     objective = ce
     if run.terms:
@@ -376,13 +391,17 @@ def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.T
     loss_sum = torch.zeros(s, device=x.device)
     correct = torch.zeros(s, device=x.device, dtype=torch.long)
     for start in range(0, n, batch_size):
-        idx = order[:, start:start + batch_size]
-        xb, yb = x[idx], y[idx]  # [S, B, ...], [S, B]
+        if s == 1:  # a 1-D gather is cheaper; the views give the same [1, B, ...] shapes
+            idx = order[0, start:start + batch_size]
+            xb, yb = x[idx].unsqueeze(0), y[idx].unsqueeze(0)
+        else:
+            idx = order[:, start:start + batch_size]
+            xb, yb = x[idx], y[idx]  # [S, B, ...], [S, B]
         objective, ce, logits = batch_objective(trainee, xb, yb, run, resolved)
         opt.zero_grad(set_to_none=True)
         objective.sum().backward()  # d(sum)/d(row s) = d(objective s)/d(row s): each seed's own gradient
         opt.step()
-        loss_sum += ce.detach() * idx.shape[1]
+        loss_sum += ce.detach() * yb.shape[1]
         correct += (logits.detach().argmax(-1) == yb).sum(1)
     return loss_sum, correct
 
@@ -449,7 +468,7 @@ class TrainResult:
     stopped_by: str  # "threshold" (reached the training-accuracy threshold), "max_epochs" or "epochs"
     train_time_s: float  # training only: evaluation and probes excluded
     engine: ResolvedEngine = field(default_factory=ResolvedEngine)
-    optimizer_state: dict | None = None  # the final optimiser state, when asked to keep it (single runs)
+    optimizer_state: dict | None = None  # the final optimiser state, when asked to keep it
 
     @property
     def converged(self) -> bool:
@@ -484,6 +503,28 @@ class TrainData:
                          {k: v[index] for k, v in self.subsets.items()})
 
 
+@contextlib.contextmanager
+def save_on_signal(enabled: bool):
+    """While training with checkpointing, SIGTERM (``scancel``, a preemption, Snakemake stopping) and
+    SIGUSR1 (SLURM's ``--signal=USR1@<s>`` before the time limit) are recorded instead of killing the
+    process; ``fit`` then saves its resumable state at the end of the epoch and exits, so the job resumes
+    from there. Yields the list of signal names received. Only the main thread can install handlers."""
+    received: list[str] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def record(signum, frame):
+        received.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -510,13 +551,15 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
     make_opt = lambda params: build_optimizer(params, optimizer)  # noqa: E731
     opt = make_opt(trainee.optimizer_params())
     if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
+        # a copy: load_state_dict keeps same-device tensors as they are, and the steps update them in place
+        opt.load_state_dict(copy.deepcopy(optimizer_state))
     gens = [torch.Generator().manual_seed(2 * seed + 1) for seed in seeds]
     n, n_val = data.train_idx.shape[1], data.val_idx.shape[1]
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     stopped_by = [stop.cap_reason] * s_all
     train_time = [0.0] * s_all
     finished: dict[int, dict] = {}  # row of a seed done before a resume -> its final state dict
+    kept_states: dict[int, dict] = {}  # seed -> its final optimiser state, when asked to keep it
     active = list(range(s_all))  # seed positions of the trainee's rows, in row order
     subset = data
 
@@ -528,6 +571,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
             for i, state in saved["finished"].items():
                 trainee.models()[i].load_state_dict(state)
                 finished[i] = state
+            kept_states = saved["kept_states"]
             index = torch.tensor(active, device=device)
             run.keep(index)
             subset = data.rows(index)
@@ -541,64 +585,70 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
 
     trainee.train(True)
     start_epoch = len(histories[active[0]]) if active else stop.max_epochs
-    for epoch in range(start_epoch, stop.max_epochs):
-        t0 = time.perf_counter()
-        perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active]).to(device, non_blocking=True)
-        order = torch.gather(subset.train_idx, 1, perms)
-        loss_sum, correct = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run, resolved)
-        _synchronize(device)
-        epoch_time = (time.perf_counter() - t0) / len(active)
+    with save_on_signal(checkpointing is not None) as signalled:
+        for epoch in range(start_epoch, stop.max_epochs):
+            t0 = time.perf_counter()
+            perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active]).to(device, non_blocking=True)
+            order = torch.gather(subset.train_idx, 1, perms)
+            loss_sum, correct = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run, resolved)
+            _synchronize(device)
+            epoch_time = (time.perf_counter() - t0) / len(active)
 
-        loss_sum, correct = loss_sum.tolist(), correct.tolist()
-        done = [row for row, i in enumerate(active) if stop.reached(correct[row] / n) or epoch + 1 == stop.max_epochs]
-        if evaluate_every_epoch or done:
-            val_loss, val_acc = evaluate_rows(trainee, data.x, data.y, subset.val_idx, eval_batch_size, resolved)
-        measured = _measure(trainee, data, subset, run, resolved, eval_batch_size)
-        for row, i in enumerate(active):
-            train_time[i] += epoch_time
-            shown = evaluate_every_epoch or row in done
-            record = epoch_record(epoch + 1, loss_sum[row], correct[row], n,
-                                  val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
-                                  epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
-            histories[i].append(record)
-            if stop.reached(record["train_acc"]):
-                stopped_by[i] = "threshold"
-            if on_epoch:
-                on_epoch(i, record)
-            if row in done:
-                trainee.export(row)
-                if log and s_all > 1:
-                    log(f"[seed {seeds[i]}] done after epoch {epoch + 1} ({stopped_by[i]}): "
-                        f"train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}")
+            loss_sum, correct = loss_sum.tolist(), correct.tolist()
+            done = [row for row, i in enumerate(active) if stop.reached(correct[row] / n) or epoch + 1 == stop.max_epochs]
+            if evaluate_every_epoch or done:
+                val_loss, val_acc = evaluate_rows(trainee, data.x, data.y, subset.val_idx, eval_batch_size, resolved)
+            measured = _measure(trainee, data, subset, run, resolved, eval_batch_size)
+            for row, i in enumerate(active):
+                train_time[i] += epoch_time
+                shown = evaluate_every_epoch or row in done
+                record = epoch_record(epoch + 1, loss_sum[row], correct[row], n,
+                                      val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
+                                      epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
+                histories[i].append(record)
+                if stop.reached(record["train_acc"]):
+                    stopped_by[i] = "threshold"
+                if on_epoch:
+                    on_epoch(i, record)
+                if row in done:
+                    trainee.export(row)
+                    if keep_optimizer:
+                        kept_states[i] = trainee.row_optimizer_state(opt, row)
+                    if log and s_all > 1:
+                        log(f"[seed {seeds[i]}] done after epoch {epoch + 1} ({stopped_by[i]}): "
+                            f"train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}")
 
-        now = time.monotonic()
-        if log and (now - last_log >= log_every_s or (s_all == 1 and done)):
-            log(f"epoch {epoch + 1}/{stop.max_epochs}: " + "  ".join(
-                f"train_acc {histories[i][-1]['train_acc']:.4f} val_acc {histories[i][-1]['val_acc']:.4f}"
-                for i in active) + f"  train_time {max(train_time):.1f}s")
-            last_log = now
-        if done:
-            keep_rows = [row for row in range(len(active)) if row not in done]
-            for row in done:
-                finished[active[row]] = None  # exported: its module holds the final weights
-            active = [active[row] for row in keep_rows]
-            if not active:
-                break
-            index = torch.tensor(keep_rows, device=device)
-            opt = trainee.keep(keep_rows, opt, make_opt)
-            run.keep(index)
-            subset = subset.rows(index)
-        if checkpointing is not None and now - last_checkpoint >= checkpointing.every_s:
-            models = trainee.models()
-            save_torch({"tag": checkpointing.tag, "active": active, "histories": histories,
-                        "stopped_by": stopped_by, "train_time": train_time,
-                        "finished": {i: models[i].state_dict() for i in finished},
-                        "trainee": trainee.resume_state(), "optimizer": opt.state_dict(),
-                        "generators": [g.get_state() for g in gens]}, checkpointing.path)
-            last_checkpoint = now
+            now = time.monotonic()
+            if log and (now - last_log >= log_every_s or (s_all == 1 and done)):
+                log(f"epoch {epoch + 1}/{stop.max_epochs}: " + "  ".join(
+                    f"train_acc {histories[i][-1]['train_acc']:.4f} val_acc {histories[i][-1]['val_acc']:.4f}"
+                    for i in active) + f"  train_time {max(train_time):.1f}s")
+                last_log = now
+            if done:
+                keep_rows = [row for row in range(len(active)) if row not in done]
+                for row in done:
+                    finished[active[row]] = None  # exported: its module holds the final weights
+                active = [active[row] for row in keep_rows]
+                if not active:
+                    break
+                index = torch.tensor(keep_rows, device=device)
+                opt = trainee.keep(keep_rows, opt, make_opt)
+                run.keep(index)
+                subset = subset.rows(index)
+            if checkpointing is not None and (now - last_checkpoint >= checkpointing.every_s or signalled):
+                models = trainee.models()
+                save_torch({"tag": checkpointing.tag, "active": active, "histories": histories,
+                            "stopped_by": stopped_by, "train_time": train_time,
+                            "finished": {i: models[i].state_dict() for i in finished}, "kept_states": kept_states,
+                            "trainee": trainee.resume_state(), "optimizer": opt.state_dict(),
+                            "generators": [g.get_state() for g in gens]}, checkpointing.path)
+                last_checkpoint = now
+                if signalled:  # a scheduler's preemption or time-limit warning: stop now, resume later
+                    raise SystemExit(f"{signalled[0]}: saved resumable state after epoch {epoch + 1} to "
+                                     f"{checkpointing.path}; the job resumes from it when it runs again")
 
-    kept = opt.state_dict() if keep_optimizer and s_all == 1 else None
-    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept) for i in range(s_all)]
+    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept_states.get(i))
+            for i in range(s_all)]
 
 
 def _measure(trainee, data: TrainData, subset: TrainData, run: RunState, resolved: ResolvedEngine,

@@ -8,17 +8,27 @@
 # from those input files (warmstart.plan_io). Execution settings that do not change results reach it
 # untracked: channels_last and compile through an ancient() engine file, device and checkpoint_every_s
 # read by the scripts from the config.
+import dataclasses
 import json
+import textwrap
+from pathlib import Path
 
-from warmstart.experiments import run_split_name
-from warmstart.io import publish, write_text_if_changed
+import yaml
+
+from warmstart.experiments import EXPERIMENT_KINDS, run_split_name
+from warmstart.init import STRATEGIES
+from warmstart.io import write_text_if_changed
 from warmstart.plan_io import engine_json, spec_json
-from warmstart.reports import REPORTS
+from warmstart.reports import REPORTS, caption
 from warmstart.spec import StreamSpec
 
 RESULTS = config["results_dir"]
 FIGURES = config["figures_dir"]
 ENV = "../envs/warmstart.yaml"
+# A local GPU training job takes one of the gpus x jobs_per_gpu card slots (the run pins it to a card,
+# warmstart.gpu_slots); --resources gpu_slots=N says how many run at once. CPU jobs take none.
+_res = config["resources"]
+GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
 RUN_OUTPUTS = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")  # model.pt last
 
 
@@ -77,6 +87,41 @@ for _name, _planned in PLAN.experiments.items():
     )
 
 
+# What `make status` counts (warmstart.status): each planned run's or stream's result, log and resume
+# files, relative to the results directory.
+def _status_unit(spec):
+    if isinstance(spec, StreamSpec):
+        out = f"streams/{spec.name}"
+        return {"done": f"{out}/rounds.parquet", "log": f"{out}/train.log", "resume": f"{out}/state.pt"}
+    block = RUN_BLOCK[spec.name]
+    kind = "stacks" if block.stacked else "runs"
+    return {
+        "done": f"runs/{spec.name}/metrics.json",
+        "log": f"logs/{kind}/{block.name}.log",
+        "resume": f"resume/{block.name}.pt",
+    }
+
+
+write_text_if_changed(
+    f"{RESULTS}/plan/status.json",
+    json.dumps({n: [_status_unit(p.spec) for p in ps] for n, ps in PLAN.experiments.items()}),
+)
+
+
+# The HTML report's front page (`snakemake --report report.html`): what the workflow is, and the config.
+REPORT_PAGE = Path(RESULTS).resolve() / "plan" / "report.rst"
+write_text_if_changed(
+    REPORT_PAGE,
+    Path(workflow.source_path("../report/workflow.rst.template"))
+    .read_text()
+    .format(
+        results=RESULTS,
+        config_files=", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml",
+        config=textwrap.indent(yaml.safe_dump(dict(config), sort_keys=False, width=100), "    "),
+    ),
+)
+
+
 def planned(table, name):
     try:
         return getattr(PLAN, table)[name]
@@ -87,14 +132,15 @@ def planned(table, name):
         )
 
 
-def is_online(experiment):
-    return any(isinstance(p.spec, StreamSpec) for p in PLAN.experiments[experiment])
-
-
 def result_tables(experiment):
-    """The experiment's parquet tables: rounds for online streams, summary and epochs for runs."""
-    names = ["rounds"] if is_online(experiment) else ["summary", "epochs"]
-    return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in names}
+    """The experiment's parquet tables, as its kind declares them: summary and epochs of its runs,
+    rounds of its streams, or both."""
+    kind = EXPERIMENT_KINDS[PLAN.experiment_config[experiment]["kind"]]
+    return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in kind.tables}
+
+
+def writes(table):
+    return lambda experiment: table in result_tables(experiment)
 
 
 # -- input functions -----------------------------------------------------------------------------------
@@ -116,13 +162,9 @@ def parent_inputs(spec, suffix=""):
         else f"checkpoints/epoch{spec.parent_epoch}.pt"
     )
     inputs = {f"parent{suffix}": run_path(spec.parent, model)}
-    if spec.parent.keep_optimizer and continues_optimizer(spec):
+    if "optimizer" in STRATEGIES[spec.init.strategy].parent_files(spec.init.options):
         inputs[f"parent_optimizer{suffix}"] = run_path(spec.parent, "optimizer.pt")
     return inputs
-
-
-def continues_optimizer(spec):
-    return spec.init.options.get("optimizer_state") == "keep"
 
 
 def block_inputs(block):
@@ -166,16 +208,20 @@ def stream_inputs(wildcards):
 
 
 def summary_inputs(wildcards):
+    # metrics.json stands for the run's files: publish_run makes them together (one input per run keeps
+    # the dry run of a large config fast)
     return [plan_path("experiments", wildcards.experiment)] + [
-        run_path(p.spec, f)
+        run_path(p.spec, "metrics.json")
         for p in PLAN.experiments[wildcards.experiment]
-        for f in ("metrics.json", "epochs.parquet")
+        if not isinstance(p.spec, StreamSpec)
     ]
 
 
 def rounds_inputs(wildcards):
     return [plan_path("experiments", wildcards.experiment)] + [
-        stream_path(p.spec, "rounds.parquet") for p in PLAN.experiments[wildcards.experiment]
+        stream_path(p.spec, "rounds.parquet")
+        for p in PLAN.experiments[wildcards.experiment]
+        if isinstance(p.spec, StreamSpec)
     ]
 
 
@@ -184,7 +230,7 @@ def report_of(experiment):
 
 
 def report_input(wildcards):
-    return f"{RESULTS}/{wildcards.experiment}/{report_of(wildcards.experiment).table}.parquet"
+    return [f"{RESULTS}/{wildcards.experiment}/{t}.parquet" for t in report_of(wildcards.experiment).tables]
 
 
 def experiments_where(keep):
@@ -197,7 +243,12 @@ def experiments_where(keep):
 
 
 def report_targets(name):
-    return [f"{FIGURES}/{name}.{ext}" for ext in report_of(name).outputs]
+    return [f"{FIGURES}/{name}.{ext}" for ext in (*report_of(name).outputs, "png")]
+
+
+def report_caption(name):
+    exp = PLAN.experiment_config[name]
+    return caption(name, exp, REPORTS[exp["report"]], EXPERIMENT_KINDS[exp["kind"]])
 
 
 def all_targets():

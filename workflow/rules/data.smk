@@ -8,7 +8,7 @@ rule prepare_dataset:
     output:
         f"{RESULTS}/data/{{dataset_key}}.pt",
     params:
-        spec=lambda wc: json.dumps(PLAN.datasets[wc.dataset_key].__dict__, sort_keys=True),
+        spec=lambda wc: json.dumps(dataclasses.asdict(PLAN.datasets[wc.dataset_key]), sort_keys=True),
     log:
         f"{RESULTS}/logs/data/{{dataset_key}}.log",
     conda:

@@ -1,5 +1,6 @@
 # Per-experiment tables (parquet) and the figures and tables built from them. An experiment's report
-# (warmstart.reports.REPORTS) says which table it reads and which files it writes.
+# (warmstart.reports.REPORTS) says which tables it reads and which files it writes; each figure and table
+# is also a PNG, which `snakemake --report report.html` shows with its caption (workflow/report/).
 
 
 rule summarize:
@@ -9,7 +10,7 @@ rule summarize:
         summary=f"{RESULTS}/{{experiment}}/summary.parquet",
         epochs=f"{RESULTS}/{{experiment}}/epochs.parquet",
     wildcard_constraints:
-        experiment=experiments_where(lambda n: not is_online(n)),
+        experiment=experiments_where(writes("summary")),
     params:
         runs_dir=f"{RESULTS}/runs",
     log:
@@ -26,7 +27,7 @@ rule summarize_streams:
     output:
         rounds=f"{RESULTS}/{{experiment}}/rounds.parquet",
     wildcard_constraints:
-        experiment=experiments_where(is_online),
+        experiment=experiments_where(writes("rounds")),
     params:
         streams_dir=f"{RESULTS}/streams",
     log:
@@ -44,10 +45,17 @@ rule table:
         csv=f"{FIGURES}/{{experiment}}.csv",
         md=f"{FIGURES}/{{experiment}}.md",
         pdf=f"{FIGURES}/{{experiment}}.pdf",
+        png=report(
+            f"{FIGURES}/{{experiment}}.png",
+            caption="../report/caption.rst",
+            category="Tables",
+            labels={"experiment": "{experiment}"},
+        ),
     wildcard_constraints:
         experiment=experiments_where(lambda n: report_of(n).outputs == ("csv", "md", "pdf")),
     params:
         report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
+        caption=lambda wc: report_caption(wc.experiment),
     log:
         f"{RESULTS}/logs/{{experiment}}/report.log",
     conda:
@@ -61,10 +69,17 @@ rule figure:
         report_input,
     output:
         pdf=f"{FIGURES}/{{experiment}}.pdf",
+        png=report(
+            f"{FIGURES}/{{experiment}}.png",
+            caption="../report/caption.rst",
+            category="Figures",
+            labels={"experiment": "{experiment}"},
+        ),
     wildcard_constraints:
         experiment=experiments_where(lambda n: report_of(n).outputs == ("pdf",)),
     params:
         report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
+        caption=lambda wc: report_caption(wc.experiment),
     log:
         f"{RESULTS}/logs/{{experiment}}/report.log",
     conda:

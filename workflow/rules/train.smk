@@ -1,7 +1,8 @@
 # Training. A job trains one block (BLOCKS in the Snakefile): a single run (train_run), or the seeds of
 # one stackable condition that fall in one block of `stack_seeds` seeds (train_stack). It reads its runs'
 # specs from their planned spec files and leaves each run's files in a sub-directory of its own
-# (temporary) directory; publish_run then links them into results/runs/<run>/. So every run has one
+# (temporary) directory; publish_run then links them into results/runs/<run>/ (a bash script: a `run:`
+# block would cost a re-parse of the workflow per run, a Python script an interpreter start). So every run has one
 # producer whatever trained it, and the rule names are fixed: --forcerun, --until and a profile's
 # set-resources address train_run, train_stack and train_stream by name.
 
@@ -14,6 +15,7 @@ rule train_run:
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
+        gpu_slots=GPU_SLOTS_PER_JOB,
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime_min"],
     log:
@@ -32,6 +34,7 @@ rule train_stack:
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
+        gpu_slots=GPU_SLOTS_PER_JOB,
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime_min"],
     log:
@@ -50,8 +53,10 @@ rule publish_run:
     log:
         f"{RESULTS}/logs/publish/{{run}}.log",
     localrule: True
-    run:
-        publish(f"{input[0]}/{wildcards.run}", list(output), log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/publish.sh"
 
 
 rule publish_optimizer:
@@ -62,8 +67,10 @@ rule publish_optimizer:
     log:
         f"{RESULTS}/logs/publish/{{run}}.optimizer.log",
     localrule: True
-    run:
-        publish(f"{input[0]}/{wildcards.run}", list(output), log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/publish.sh"
 
 
 rule publish_checkpoint:
@@ -74,8 +81,10 @@ rule publish_checkpoint:
     log:
         f"{RESULTS}/logs/publish/{{run}}.epoch{{epoch}}.log",
     localrule: True
-    run:
-        publish(f"{input[0]}/{wildcards.run}/checkpoints", list(output), log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/publish.sh"
 
 
 rule train_stream:
@@ -87,6 +96,7 @@ rule train_stream:
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
+        gpu_slots=GPU_SLOTS_PER_JOB,
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime_min"],
     log:

@@ -7,6 +7,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pkg"))
 
 
+def claim_gpu(snakemake):
+    """Pin this training job to a card slot (before torch touches CUDA): at most resources.jobs_per_gpu
+    jobs per card, across crashed jobs and concurrent workflows (warmstart.gpu_slots)."""
+    from warmstart import gpu_slots
+
+    res = snakemake.config["resources"]
+    if res["train_gpu"] == 0:
+        return None
+    slot = gpu_slots.acquire(res["gpus"], res["jobs_per_gpu"], wait_s=res["gpu_wait_s"])
+    print(slot, flush=True)
+    return slot
+
+
 def redirect_to_log(snakemake):
     """Send stdout and stderr to the rule's log file, so every job leaves a readable record."""
     if snakemake.log:

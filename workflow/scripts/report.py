@@ -10,5 +10,7 @@ from warmstart.reports import REPORTS  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
-REPORTS[sm.params.report].draw(pd.read_parquet(sm.input[0]), *sm.output,
-                               title=f"{sm.wildcards.experiment}: warm start vs baseline")
+report = REPORTS[sm.params.report]
+# the report's own files, in its order (the PNG beside the PDF is written with it)
+report.draw(*(pd.read_parquet(path) for path in sm.input), *(sm.output[ext] for ext in report.outputs),
+            title=f"{sm.wildcards.experiment}: warm start vs baseline")

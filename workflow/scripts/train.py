@@ -2,13 +2,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
+from _log import claim_gpu, redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
 from warmstart.plan_io import read_run_spec  # noqa: E402
 from warmstart.runner import execute_runs  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
+slot = claim_gpu(sm)  # held until the job ends
 n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's runs: spec0, spec1, ...
 specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.engine) for i in range(n)]
 out = Path(sm.output[0])
