@@ -15,8 +15,8 @@ from .spec import EngineSpec, RunSpec, StreamSpec
 SPEED_OPTIONS = ("channels_last", "compile")
 
 
-def spec_json(spec: RunSpec | StreamSpec) -> str:
-    """The content of a planned spec file: the spec without its speed options."""
+def spec_dict(spec: RunSpec | StreamSpec) -> dict:
+    """A planned spec as a dict: the spec without its speed options (a new dict each call)."""
     def strip(d: dict | None) -> None:
         if d:
             if "engine" in d:
@@ -25,7 +25,12 @@ def spec_json(spec: RunSpec | StreamSpec) -> str:
             strip(d.get("parent"))
     d = spec.to_dict()
     strip(d)
-    return json.dumps(d, sort_keys=True)
+    return d
+
+
+def spec_json(spec: RunSpec | StreamSpec) -> str:
+    """The content of a planned spec file."""
+    return json.dumps(spec_dict(spec), sort_keys=True)
 
 
 def engine_json(engine: EngineSpec) -> str:

@@ -254,7 +254,12 @@ class RunSpec:
     def canonical(self) -> dict[str, Any]:
         """The JSON-able form that defines identity. The parent enters by its own id (a Merkle chain).
         Fields added after the first runs were made enter only when they differ from their default,
-        so those runs keep their ids."""
+        so those runs keep their ids. A new top-level dict each call (callers add and remove keys)."""
+        return dict(self._identity)
+
+    # Cached: a spec is immutable, and planning a large config asks for it tens of thousands of times
+    @functools.cached_property
+    def _identity(self) -> dict[str, Any]:
         identity = {
             "dataset": dataclasses.asdict(self.dataset),
             "model": dataclasses.asdict(self.model),

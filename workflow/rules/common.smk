@@ -18,7 +18,7 @@ import yaml
 from warmstart.experiments import EXPERIMENT_KINDS, run_split_name
 from warmstart.init import STRATEGIES
 from warmstart.io import write_text_if_changed
-from warmstart.plan_io import engine_json, spec_json
+from warmstart.plan_io import engine_json, spec_dict, spec_json
 from warmstart.reports import REPORTS, caption
 from warmstart.spec import StreamSpec
 
@@ -30,6 +30,21 @@ ENV = "../envs/warmstart.yaml"
 _res = config["resources"]
 GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
 RUN_OUTPUTS = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")  # model.pt last
+# publish_run, publish_optimizer, publish_checkpoint: give each output, in the order declared (a run's
+# model.pt last), the content of the file at the same place under the training job's directory for
+# this run: a hard link where the file system allows, else a copy, each through a temporary name and one
+# rename, so that an output never exists half-written.
+PUBLISH = """
+set -euo pipefail
+exec > {log:q} 2>&1
+for target in {output:q}; do
+    relative="${{target#*/runs/{wildcards.run}/}}"
+    tmp="$(dirname "$target")/.$(basename "$target").publish.$$"
+    ln -f {input:q}/{wildcards.run}/"$relative" "$tmp" 2>/dev/null || cp -p {input:q}/{wildcards.run}/"$relative" "$tmp"
+    mv -f "$tmp" "$target"
+    echo "published $target from {input}/{wildcards.run}/$relative"
+done
+"""
 
 
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
@@ -77,11 +92,24 @@ for _name, _block in BLOCKS.items():
 for _name, _spec in PLAN.streams.items():
     write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
     write_text_if_changed(plan_path("engine", _name), engine_json(_spec.round.engine))
+_spec_dicts = {}
+
+
+def _planned_spec_dict(spec):
+    """Experiments share specs (the same objects): each is converted once."""
+    if id(spec) not in _spec_dicts:
+        _spec_dicts[id(spec)] = spec_dict(spec)
+    return _spec_dicts[id(spec)]
+
+
 for _name, _planned in PLAN.experiments.items():
     write_text_if_changed(
         plan_path("experiments", _name),
         json.dumps(
-            [{"spec": json.loads(spec_json(p.spec)), "labels": p.labels} for p in _planned],
+            [
+                {"spec": _planned_spec_dict(p.spec), "labels": p.labels}
+                for p in _planned
+            ],
             sort_keys=True,
         ),
     )

@@ -1,8 +1,9 @@
 # Training. A job trains one block (BLOCKS in the Snakefile): a single run (train_run), or the seeds of
 # one stackable condition that fall in one block of `stack_seeds` seeds (train_stack). It reads its runs'
 # specs from their planned spec files and leaves each run's files in a sub-directory of its own
-# (temporary) directory; publish_run then links them into results/runs/<run>/ (a bash script: a `run:`
-# block would cost a re-parse of the workflow per run, a Python script an interpreter start). So every run has one
+# (temporary) directory; publish_run then links them into results/runs/<run>/ (a shell command: a
+# `run:` block would cost a re-parse of the workflow per run, a script its source loaded per job in
+# every dry run). So every run has one
 # producer whatever trained it, and the rule names are fixed: --forcerun, --until and a profile's
 # set-resources address train_run, train_stack and train_stream by name.
 
@@ -55,8 +56,8 @@ rule publish_run:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/publish.sh"
+    shell:
+        PUBLISH
 
 
 rule publish_optimizer:
@@ -69,8 +70,8 @@ rule publish_optimizer:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/publish.sh"
+    shell:
+        PUBLISH
 
 
 rule publish_checkpoint:
@@ -83,8 +84,8 @@ rule publish_checkpoint:
     localrule: True
     conda:
         ENV
-    script:
-        "../scripts/publish.sh"
+    shell:
+        PUBLISH
 
 
 rule train_stream:
