@@ -311,12 +311,13 @@ class Common:
         """Labels of an init: its config label, and whether it is a baseline (starts from no parent)."""
         return dict(init=label, baseline=not needs_parent(self.inits[label]))
 
-    def parent_of(self, parent: RunSpec) -> RunSpec:
-        """The parent run as the experiment's inits need it: keeping the optional files (e.g. the final
-        optimiser state) that a child's strategy continues from."""
+    def parent_of(self, parent: RunSpec, inits=None) -> RunSpec:
+        """The parent run as its children's inits (default: the experiment's) need it: keeping the optional
+        files (e.g. the final optimiser state) that a child's strategy continues from."""
         from .init import STRATEGIES
 
-        wanted = {f for init in self.inits.values() for f in STRATEGIES[init.strategy].parent_files(init.options)}
+        inits = self.inits.values() if inits is None else inits
+        wanted = {f for init in inits for f in STRATEGIES[init.strategy].parent_files(init.options)}
         return parent.replace(keep_optimizer=True) if "optimizer" in wanted else parent
 
 
@@ -606,11 +607,10 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
                 conditions.append(("remedy", label, setting, baseline, (TermSpec(entry["name"], entry["options"]),)))
     datasets = _datasets(exp, config, c.key)
     phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
+    children = [init for *_, init, _ in conditions]
     for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
         labels = {**c.labels(d, m, o, seed), "protocol": "batch"}
-        phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction))
-        if any("optimizer" in _parent_files(init) for *_, init, _ in conditions):
-            phase1 = phase1.replace(keep_optimizer=True)
+        phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction), children)
         plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1, role="phase1",
                  remedy=None, setting=None)
         for role, remedy, setting, init, terms in conditions:
@@ -643,12 +643,6 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
             plan.add(name, stream, **{**c.labels(d, m, next(iter(c.optimizers)), seed), "optimizer": optimizer,
                                      "lr": opt.lr}, protocol="online", policy=policy, init=setting,
                      baseline=not needs_parent(init), role=role, remedy=remedy, setting=setting)
-
-
-def _parent_files(init: InitSpec) -> tuple[str, ...]:
-    from .init import STRATEGIES
-
-    return STRATEGIES[init.strategy].parent_files(init.options)
 
 
 # -- the whole config ---------------------------------------------------------------------------------

@@ -203,11 +203,12 @@ def last_layer_then_all(ctx: InitContext) -> nn.Module:
 
 # -- remedies published since (the leaderboard, warmstart.experiments.plan_remedies) ---------------------
 
-def _weights(model: nn.Module):
-    """The weights of the convolutional and linear layers (not biases, not BatchNorm)."""
-    for module in model.modules():
+def _weighted_layers(model: nn.Module):
+    """(name, module) of every convolutional and linear layer: what the DASH paper's remedies touch
+    (not BatchNorm)."""
+    for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            yield module.weight
+            yield name, module
 
 
 @register_strategy("shrink_perturb_weights", needs_parent=True)
@@ -217,7 +218,8 @@ def shrink_perturb_weights(ctx: InitContext, shrink: float = 0.3, sigma: float =
     generator = torch.Generator().manual_seed(derived_seed(ctx.seed, "shrink_perturb_weights"))
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     with torch.no_grad():
-        for w in _weights(ctx.fresh):
+        for _, layer in _weighted_layers(ctx.fresh):
+            w = layer.weight
             w.mul_(shrink).add_(torch.randn(w.shape, generator=generator).to(w.device) * sigma)
     return ctx.fresh
 
@@ -244,9 +246,10 @@ def head_reset(ctx: InitContext) -> nn.Module:
 
     fresh = dict(ctx.new_model("head_reset").named_parameters())
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    head = set(head_parameter_names(ctx.fresh))
     with torch.no_grad():
         for name, p in ctx.fresh.named_parameters():
-            if name in head_parameter_names(ctx.fresh):
+            if name in head:
                 p.copy_(fresh[name])
     return ctx.fresh
 
@@ -289,14 +292,11 @@ def dash(ctx: InitContext, shrink_min: float = 0.3, alpha: float = 0.3, per: str
         for (n, _), g in zip(model.named_parameters(), grads):
             ema[n].mul_(1 - alpha).add_(-alpha * g)
     model.train(was_training)
-    shrunk = {id(m): m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if id(module) not in shrunk:
-                continue
-            for pname, p in module.named_parameters(recurse=False):
+        for name, layer in _weighted_layers(model):
+            for pname, p in layer.named_parameters(recurse=False):
                 scale = dash_scales(p, ema[f"{name}.{pname}" if name else pname], shrink_min, per)
-                p.mul_(scale.reshape(scale.shape + (1,) * (p.dim() - scale.dim())) if p.dim() > 1 else scale)
+                p.mul_(scale.reshape(scale.shape + (1,) * (p.dim() - scale.dim())))  # one factor per slice
     ctx.cost.time_s += time.perf_counter() - started
     ctx.cost.samples += len(ctx.x_train)
     return model

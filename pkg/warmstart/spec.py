@@ -47,15 +47,19 @@ def _freeze_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: options[k] for k in sorted(options)} if options else {}
 
 
+class _WithOptions:
+    """For the specs that name a registry entry and its ``options``: the options in sorted key order."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze_options(self.options))
+
+
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(_WithOptions):
     """Which dataset, with the options that change its contents (e.g. mnist1d's size and seed)."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", _freeze_options(self.options))
 
     @functools.cached_property
     def key(self) -> str:
@@ -64,12 +68,9 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_WithOptions):
     arch: str
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", _freeze_options(self.options))
 
 
 @dataclass(frozen=True)
@@ -130,39 +131,30 @@ class StopSpec:
 
 
 @dataclass(frozen=True)
-class InitSpec:
+class InitSpec(_WithOptions):
     """How the weights are initialised: ``strategy`` names an entry of ``warmstart.init.STRATEGIES``,
     ``options`` are its keyword arguments (e.g. shrink-perturb's ``shrink`` and ``perturb``)."""
 
     strategy: str = "random"
     options: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", _freeze_options(self.options))
-
 
 @dataclass(frozen=True)
-class TermSpec:
+class TermSpec(_WithOptions):
     """A loss term added to the cross-entropy: ``name`` is an entry of ``warmstart.terms.TERMS``, ``options``
     its keyword arguments (its coefficient among them). Part of a run's identity."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", _freeze_options(self.options))
-
 
 @dataclass(frozen=True)
-class ProbeSpec:
+class ProbeSpec(_WithOptions):
     """A per-epoch measurement: ``name`` is an entry of ``warmstart.probes.PROBES``. It only measures (it
     changes no weight, optimiser state or random stream), so it is not part of a run's identity."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", _freeze_options(self.options))
 
 
 @dataclass(frozen=True)
