@@ -43,7 +43,8 @@ from torchvision import transforms
 
 from warmstart.models import build_model, count_parameters
 from warmstart.spec import ModelSpec, OptimizerSpec
-from warmstart.train import ResolvedEngine, SingleModel, build_optimizer, train_epoch
+from warmstart.optimizers import build_optimizer
+from warmstart.train import ResolvedEngine, SingleModel, train_epoch
 
 BATCH = 128
 NUM_CLASSES = 10

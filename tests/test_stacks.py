@@ -19,7 +19,7 @@ from warmstart.spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, Optimi
                             StopSpec, TermSpec)
 from warmstart.splits import make_split, save_split
 from warmstart.terms import TERMS, Term
-from warmstart.train import OPTIMIZERS, Optimizer
+from warmstart.optimizers import OPTIMIZERS, Optimizer
 
 SEEDS = (0, 1, 2)
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})

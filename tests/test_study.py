@@ -18,7 +18,7 @@ from warmstart.init import InitContext, initialise
 from warmstart.models import head_parameter_names
 from warmstart.reports import checkpoint_damage, condition_table, init_table, pareto_front
 from warmstart.runner import execute_run, run_training, run_training_stacked
-from warmstart.spec import InitSpec, OptimizerSpec, StopSpec, TermSpec
+from warmstart.spec import InitSpec, StopSpec, TermSpec
 from warmstart.splits import make_split, save_split
 from warmstart.terms import TERMS, TermBatch, diagonal_fisher
 

@@ -3,7 +3,8 @@
 ``load_raw`` reads a dataset through torchvision's own classes (their md5 integrity checks included) or,
 for mnist1d, generates it offline. ``prepare_dataset`` stores the raw tensors once (uint8 images stay
 uint8, so the file is small); ``load_prepared`` puts them on the training device and normalises them there.
-Adding a dataset is one decorated function here.
+Adding a dataset is one decorated function here. numpy and torch are imported where data is read:
+planning reads this registry and must not pay their import.
 """
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import DatasetError
 from .io import atomic_path, save_torch
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 @dataclass
@@ -91,6 +93,8 @@ def prepare_dataset(spec, data_dir: str | os.PathLike, download: bool, out_path:
 
 def load_prepared(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeviceData:
     """Load a ``prepare_dataset`` file onto ``device``; uint8 images become (x/255 - 0.5)/0.5."""
+    import torch
+
     d = torch.load(path, map_location="cpu", weights_only=True)
 
     def inputs(x: torch.Tensor) -> torch.Tensor:
@@ -129,10 +133,16 @@ def _open(label: str, layout: str, root: Path, download: bool, make: Callable[[b
 
 
 def _images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.uint8)
 
 
 def _labels(y: Any) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     return torch.as_tensor(np.asarray(y), dtype=torch.int64)
 
 
@@ -196,7 +206,9 @@ def _fashion_mnist(root: Path, download: bool) -> RawDataset:
 @register_dataset("mnist1d")
 def _mnist1d(root: Path, download: bool, **options: Any) -> RawDataset:
     """Generate MNIST-1D offline; options override ``mnist1d.data.get_dataset_args()`` (not 'url')."""
+    import torch
     from mnist1d.data import get_dataset_args, make_dataset
+
     args = get_dataset_args()
     allowed = sorted(set(vars(args)) - {"url"})
     unknown = sorted(set(options) - set(allowed))

@@ -126,7 +126,7 @@ def model_spec(label: str, config, key: str) -> ModelSpec:
 
 
 def optimizer_spec(label: str, config, key: str) -> OptimizerSpec:
-    from .train import OPTIMIZERS
+    from .optimizers import OPTIMIZERS
 
     name, options = _entry("optimizers", label, config, key, "name")
     entry = _as_config_error(OPTIMIZERS.lookup, name, f"optimizers.{label}.name")
@@ -667,11 +667,11 @@ def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -
 
 
 def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
-    """The training jobs of ``plan``: the runs of one stackable condition (``runner.stackable``) whose
+    """The training jobs of ``plan``: the runs of one stackable condition (``checks.stackable``) whose
     seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack; every other run
     (and every run, with ``stack_seeds`` 1) trains alone, in a block named after it. A pure function of
     the plan: the same blocks before, during and after training."""
-    from .runner import stackable
+    from .checks import stackable
 
     groups: dict[tuple, list[RunSpec]] = {}
     blocks: dict[str, Block] = {}

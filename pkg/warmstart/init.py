@@ -10,19 +10,22 @@ The context (``InitContext``) holds what a strategy may need: the freshly built 
 weights and optimiser state, another independent initialisation, the run's (and its parent's) training
 data, and a ``train`` callable for strategies that train part of the model first. What a strategy spends
 (training, gradient passes) is counted in ``ctx.cost`` and reported beside the run's own training time.
+
+torch is imported inside the strategies that use it: planning (parsing the Snakefile) reads this
+registry, and must not pay torch's import.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
 from .registry import Registry, check_options
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 @dataclass
 class InitCost:
@@ -162,6 +165,8 @@ def shrink_perturb(ctx: InitContext, shrink: float = 0.4, perturb: float = 0.1) 
 def noisy_warm(ctx: InitContext, std: float) -> nn.Module:
     """A warm start plus Gaussian noise (the paper's Table 3): every parameter of the parent gets
     independent N(0, std^2) noise, drawn from a generator seeded by the run; buffers are kept."""
+    import torch
+
     generator = torch.Generator().manual_seed(derived_seed(ctx.seed, "noisy_warm"))
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     with torch.no_grad():
@@ -206,6 +211,8 @@ def last_layer_then_all(ctx: InitContext) -> nn.Module:
 def _weighted_layers(model: nn.Module):
     """(name, module) of every convolutional and linear layer: what the DASH paper's remedies touch
     (not BatchNorm)."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             yield name, module
@@ -215,6 +222,8 @@ def _weighted_layers(model: nn.Module):
 def shrink_perturb_weights(ctx: InitContext, shrink: float = 0.3, sigma: float = 0.01) -> nn.Module:
     """Shrink-perturb in the DASH paper's form: the parent's weights, and on every convolutional and
     linear weight (not biases, not BatchNorm) ``shrink * w + N(0, sigma^2)``."""
+    import torch
+
     generator = torch.Generator().manual_seed(derived_seed(ctx.seed, "shrink_perturb_weights"))
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     with torch.no_grad():
@@ -230,6 +239,8 @@ def interpolate_init(ctx: InitContext, c: float = 0.8) -> nn.Module:
     parameter becomes ``(1 - c) * theta + c * theta_0``, with theta the parent's and theta_0 the run's
     lineage's first initialisation (for a batch run, its phase-1 run's init; online, the first round's).
     Buffers are the parent's."""
+    import torch
+
     origin = dict(ctx.origin.named_parameters())
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     with torch.no_grad():
@@ -242,6 +253,8 @@ def interpolate_init(ctx: InitContext, c: float = 0.8) -> nn.Module:
 def head_reset(ctx: InitContext) -> nn.Module:
     """Head reset (Nikishin et al. 2022): the parent's weights with the last layer re-initialised (a new
     draw)."""
+    import torch
+
     from .models import head_parameter_names
 
     fresh = dict(ctx.new_model("head_reset").named_parameters())
@@ -259,6 +272,8 @@ def dash_scales(weight: torch.Tensor, direction: torch.Tensor, shrink_min: float
     gradient, clipped to [shrink_min, 1]. Slices: a linear layer's output rows; a convolution's kernel
     slices (output, input channel) over their spatial entries (``per: kernel``, the DASH code) or whole
     output filters (``per: filter``); a bias vector is one slice."""
+    import torch
+
     if weight.dim() == 1:
         w, g = weight.reshape(1, -1), direction.reshape(1, -1)
     elif weight.dim() == 2 or per == "filter":
@@ -278,6 +293,8 @@ def dash(ctx: InitContext, shrink_min: float = 0.3, alpha: float = 0.3, per: str
     weight and bias (``dash_scales``) by its cosine with g, clipped to [shrink_min, 1]. BatchNorm is left
     as it is. The gradient pass counts as the init's cost."""
     import time
+
+    import torch
 
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     model = ctx.fresh

@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
+def _reserve_temporary(path: Path) -> Path:
+    """Create an empty, unused temporary file beside ``path`` and return its name. The kernel applies the
+    umask to its mode, so the finished file is as readable as any other the user writes."""
+    for attempt in itertools.count():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{attempt}.partial")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # left by a crashed process that had our pid, or taken by another thread
+            continue
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -29,10 +31,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; a result file is as readable as any other
+    tmp_path = _reserve_temporary(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -42,6 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: planning uses this module and must not pay torch's import
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

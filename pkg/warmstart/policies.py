@@ -2,17 +2,19 @@
 
 A policy is one registered function ``policy(ctx, k) -> positions``: ``k`` distinct pool positions that
 are still available. Positions index the split's training pool, which is already in a seeded random
-order, so "the next k available positions" is a uniformly random draw without replacement.
+order, so "the next k available positions" is a uniformly random draw without replacement. torch is
+imported inside the policies: planning reads this registry and must not pay torch's import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 POLICIES: Registry[Callable[["SelectionContext", int], torch.Tensor]] = Registry("selection policy")
 
@@ -41,11 +43,15 @@ class SelectionContext:
 @register_policy("random")
 def random_policy(ctx: SelectionContext, k: int) -> torch.Tensor:
     """Uniformly at random without replacement (Figure 2): the pool's own seeded order."""
+    import torch
+
     return ctx.first_available(torch.arange(len(ctx.available), device=ctx.available.device), k)
 
 
 def margins(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Difference between the largest and second-largest predicted probability, per sample."""
+    import torch
+
     was_training = model.training
     model.eval()
     out = []
@@ -62,6 +68,8 @@ def margins(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
 def margin_policy(ctx: SelectionContext, k: int) -> torch.Tensor:
     """Active learning by margin (Figure 9): the available samples the previous model is least sure
     of (smallest top-two probability gap). The first round has no model and draws at random."""
+    import torch
+
     if ctx.model is None:
         return random_policy(ctx, k)
     candidates = ctx.available.nonzero().squeeze(1)
@@ -76,6 +84,8 @@ def first_principal_component_scores(x: torch.Tensor) -> torch.Tensor:
 
     Exact (eigendecomposition of the covariance, in float64) and so deterministic; the component's sign
     is fixed so that its largest-magnitude entry is positive."""
+    import torch
+
     flat = x.reshape(len(x), -1).double()
     flat = flat - flat.mean(0, keepdim=True)
     _, vectors = torch.linalg.eigh(flat.T @ flat)
@@ -87,6 +97,8 @@ def first_principal_component_scores(x: torch.Tensor) -> torch.Tensor:
 @register_policy("pc1_order")
 def pc1_order_policy(ctx: SelectionContext, k: int) -> torch.Tensor:
     """Domain shift (Figure 8): the pool sorted by its first principal component, supplied in order."""
+    import torch
+
     if "pc1_order" not in ctx.cache:
         scores = first_principal_component_scores(ctx.x_pool)
         ctx.cache["pc1_order"] = torch.sort(scores, stable=True).indices

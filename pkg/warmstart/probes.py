@@ -12,15 +12,18 @@ Subsets a probe may ask for (``ProbeContext.subsets``, each ``[S, k]`` indices i
   old    the part of it its parent trained on (a warm start's phase-1 data; an online round's earlier
          samples); absent for a run without a parent;
   new    the rest of the training set (the data the parent never saw).
+
+torch is imported inside the probes: planning reads this registry and must not pay torch's import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .registry import Registry, check_options
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -75,6 +78,8 @@ def grad_norm(ctx: ProbeContext, subsets: list[str] = list(SUBSETS), max_samples
     """The L2 norm of the mean gradient of the cross-entropy over each named subset (Figure 6), in eval
     mode: ``grad_norm_<subset>``. A subset the run does not have (``old`` without a parent) gives NaN.
     ``max_samples`` caps each subset at its first samples (the subsets are already in a random order)."""
+    import torch
+
     rows = ctx.subsets["train"].shape[0]
     out = {}
     for name in subsets:
@@ -99,6 +104,8 @@ def init_distance(ctx: ProbeContext):
     """How far the weights are from where the run started (Figure 5): ``dist_to_start``, the L2 distance
     over every parameter, and ``corr_with_start``, the Pearson correlation of all weights with the
     starting weights (for a warm start, its phase-1 weights)."""
+    import torch
+
     start = ctx.anchors["start"]
     params = ctx.model.named_params()
     now = torch.cat([params[n].detach().flatten(1) for n in start], 1)

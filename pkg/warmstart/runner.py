@@ -26,16 +26,16 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .checks import check_names, stackable
 from .datasets import DeviceData, load_prepared
-from .errors import SpecError
-from .init import STRATEGIES, InitContext, InitCost, derived_seed, initialise
+from .init import InitContext, InitCost, derived_seed, initialise
 from .io import save_json, save_parquet, save_torch
-from .models import MODELS, build_model, count_parameters
+from .models import build_model, count_parameters
 from .probes import PROBES, BoundProbe
 from .spec import RunSpec
 from .splits import Split, load_split
 from .terms import TERMS, BoundTerm
-from .train import (OPTIMIZERS, Checkpointing, ResolvedEngine, RunState, SingleModel, StackedModels, TrainData,
+from .train import (Checkpointing, RunState, SingleModel, StackedModels, TrainData,
                     TrainResult, fit, resolve_engine, stack_state)
 
 RUN_FILES = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")
@@ -56,32 +56,6 @@ def build_seeded(spec: RunSpec, seed: int, input_shape, num_classes: int, device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(spec.model, input_shape, num_classes).to(device)
-
-
-def check_names(spec: RunSpec, key: str = "") -> None:
-    """Every registry name in ``spec`` exists, and every option fits its entry (SpecError otherwise)."""
-    prefix = f"{key}." if key else ""
-    MODELS.lookup(spec.model.arch, f"{prefix}model.arch")
-    OPTIMIZERS.lookup(spec.optimizer.name, f"{prefix}optimizer.name").check(spec.optimizer, f"{prefix}optimizer")
-    strategy = STRATEGIES.lookup(spec.init.strategy, f"{prefix}init.strategy")
-    strategy.check(spec.init.options, f"{prefix}init.options")
-    if strategy.needs_parent and spec.parent is None:
-        raise SpecError(f"{prefix}init.strategy: {spec.init.strategy!r} needs a parent run to start from")
-    for t in spec.terms:
-        TERMS.lookup(t.name, f"{prefix}terms").check(t.options, f"{prefix}terms.{t.name}")
-    for p in spec.probes:
-        PROBES.lookup(p.name, f"{prefix}probes").check(p.options, f"{prefix}probes.{p.name}")
-
-
-def stackable(spec: RunSpec) -> bool:
-    """Whether the seeds of ``spec``'s condition can train as one stack: a stackable model, an
-    elementwise optimiser, no compilation, and only terms, probes and an init strategy that work per
-    seed; runs that keep checkpoints train alone (they are saved from one model)."""
-    return (MODELS[spec.model.arch].stackable and OPTIMIZERS[spec.optimizer.name].elementwise
-            and not spec.engine.compile and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
-            and all(TERMS[t.name].stackable for t in spec.terms)
-            and all(PROBES[p.name].stackable for p in spec.probes)
-            and not spec.checkpoints)
 
 
 @dataclass

@@ -75,7 +75,7 @@ class ModelSpec(_WithOptions):
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """``name`` is an entry of ``warmstart.train.OPTIMIZERS``."""
+    """``name`` is an entry of ``warmstart.optimizers.OPTIMIZERS``."""
 
     name: str
     lr: float

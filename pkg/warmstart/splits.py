@@ -4,15 +4,18 @@ A random ``validation_fraction`` (default a third) of the official training set 
 the rest is the training pool, stored in a seeded random order. A run that trains on a fraction ``f`` of
 the pool takes the pool's first ``round(f * len(pool))`` samples, so for one seed the 50% set of phase 1
 is contained in the 100% set of phase 2, and the "new" half is exactly the pool's second half.
+(torch is imported where a split is made or read: planning only names splits.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .io import save_torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Split:
 
 
 def make_split(n_train: int, seed: int, validation_fraction: float = 1 / 3) -> Split:
+    import torch
+
     # A generator of its own, salted, so the split does not depend on (or disturb) any global RNG state
     generator = torch.Generator().manual_seed(1_000_003 * seed + 17)
     order = torch.randperm(n_train, generator=generator)
@@ -46,5 +51,7 @@ def save_split(split: Split, path: str | Path) -> None:
 
 
 def load_split(path: str | Path) -> Split:
+    import torch
+
     d = torch.load(path, weights_only=True)
     return Split(validation=d["validation"], pool=d["pool"])

@@ -9,17 +9,19 @@ It sees what the batch and the run offer (``TermBatch``): the logits, targets an
 Everything here is written over a leading seed dimension, so one definition serves single runs, stacked
 seeds and online rounds alike (``warmstart.train.batch_objective`` is the one caller). A term that cannot
 be computed per seed in a stack says ``stackable=False`` and the planner trains its runs alone.
-A term is part of a run's identity (it changes the results): ``RunSpec.terms``.
+A term is part of a run's identity (it changes the results): ``RunSpec.terms``. torch is imported
+inside the terms that call it: planning reads this registry and must not pay torch's import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
 from .registry import Registry, check_options
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -108,6 +110,8 @@ def l2(batch: TermBatch, coef: float) -> torch.Tensor:
 def confidence(batch: TermBatch, coef: float) -> torch.Tensor:
     """The confidence penalty (Pereyra et al. 2017): minus ``coef`` times the mean entropy of the
     predicted distribution, so that minimising the loss keeps predictions from becoming over-confident."""
+    import torch
+
     log_p = torch.log_softmax(batch.logits, dim=-1)
     entropy = -(log_p.exp() * log_p).sum(-1).mean(-1)  # [S]
     return -coef * entropy
@@ -119,6 +123,8 @@ def adversarial(batch: TermBatch, coef: float, epsilon: float = 0.03) -> torch.T
     ``x + epsilon * sign(grad_x CE)``, the gradient taken on the batch as it is (in normalised input
     units: images lie in [-1, 1]). The adversarial inputs are constants: the term's gradient flows only
     through the second forward pass."""
+    import torch
+
     x = batch.inputs.detach().requires_grad_(True)
     logits = batch.forward(x)
     s = logits.shape[0]
@@ -135,6 +141,7 @@ def diagonal_fisher(model, x: torch.Tensor, y: torch.Tensor, samples: int | None
     """The empirical diagonal Fisher information of ``model`` (eval mode) on (x, y): the mean over samples
     of the squared per-sample gradient of log p(y | x), per parameter. ``samples`` caps the data at its
     first samples (a random order already)."""
+    import torch
     from torch.func import functional_call, grad, vmap
 
     if samples:
@@ -159,7 +166,6 @@ def diagonal_fisher(model, x: torch.Tensor, y: torch.Tensor, samples: int | None
 
 def _ewc_setup(ctx, model, coef: float, samples: int | None = None) -> dict[str, torch.Tensor]:
     if ctx.x_parent is None:
-        from .errors import SpecError
         raise SpecError("terms.ewc: needs a parent run's training data (a warm start) to estimate the Fisher")
     return diagonal_fisher(model, ctx.x_parent, ctx.y_parent, samples)
 

@@ -26,62 +26,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import SpecError
 from .io import save_torch
+from .optimizers import build_optimizer
 from .probes import BoundProbe, ProbeContext
-from .registry import Registry
 from .spec import EngineSpec, OptimizerSpec, StopSpec
 from .terms import BoundTerm, TermBatch
 
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "samples_seen")
-
-
-# -- optimisers -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Optimizer:
-    build: Callable[[Any, OptimizerSpec], torch.optim.Optimizer]
-    # Elementwise: each element's update depends only on that element's gradient and state, so one
-    # optimiser over S seeds' stacked tensors is S independent optimisers (stacking needs this).
-    elementwise: bool
-    momentum: bool  # whether it takes the spec's momentum
-
-    def check(self, spec: OptimizerSpec, key: str) -> None:
-        if spec.momentum and not self.momentum:
-            raise SpecError(f"{key}.momentum: {spec.name!r} takes no momentum")
-
-
-OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
-
-
-def register_optimizer(name: str, elementwise: bool, momentum: bool = False):
-    def decorate(fn):
-        OPTIMIZERS.add(name, Optimizer(fn, elementwise, momentum))
-        return fn
-    return decorate
-
-
-@register_optimizer("sgd", elementwise=True, momentum=True)
-def _sgd(params, o: OptimizerSpec) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-
-
-@register_optimizer("adam", elementwise=True)
-def _adam(params, o: OptimizerSpec) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def build_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
-    """A fresh optimiser per run: the paper resets Adam's state between rounds (its Section 3.5)."""
-    if isinstance(params, nn.Module):
-        params = [p for p in params.parameters() if p.requires_grad]
-    return OPTIMIZERS.lookup(spec.name, "optimizer.name").build(params, spec)
 
 
 # -- engine options ---------------------------------------------------------------------------------------
@@ -554,7 +511,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
         # a copy: load_state_dict keeps same-device tensors as they are, and the steps update them in place
         opt.load_state_dict(copy.deepcopy(optimizer_state))
     gens = [torch.Generator().manual_seed(2 * seed + 1) for seed in seeds]
-    n, n_val = data.train_idx.shape[1], data.val_idx.shape[1]
+    n = data.train_idx.shape[1]
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     stopped_by = [stop.cap_reason] * s_all
     train_time = [0.0] * s_all

@@ -6,8 +6,8 @@
 # at parse time to small JSON files under <results>/plan/ (each rewritten only when its content changes,
 # so its modification time says exactly when a run's instructions changed), and a job reads its specs
 # from those input files (warmstart.plan_io). Execution settings that do not change results reach it
-# untracked: channels_last and compile through an ancient() engine file, device and checkpoint_every_s
-# read by the scripts from the config.
+# untracked: channels_last and compile through one ancient() engine file (each job's entry under its
+# name), device and checkpoint_every_s read by the scripts from the config.
 import dataclasses
 import json
 import textwrap
@@ -18,7 +18,7 @@ import yaml
 from warmstart.experiments import EXPERIMENT_KINDS, run_split_name
 from warmstart.init import STRATEGIES
 from warmstart.io import write_text_if_changed
-from warmstart.plan_io import engine_json, spec_dict, spec_json
+from warmstart.plan_io import engines_json, spec_dict, spec_json
 from warmstart.reports import REPORTS, caption
 from warmstart.spec import StreamSpec
 
@@ -85,13 +85,20 @@ def block_dir(block):
 
 
 RUN_BLOCK = {spec.name: block for block in BLOCKS.values() for spec in block.specs}
+ENGINE_FILE = f"{RESULTS}/plan/engine.json"
 for _name, _spec in PLAN.runs.items():
     write_text_if_changed(plan_path("runs", _name), spec_json(_spec))
-for _name, _block in BLOCKS.items():
-    write_text_if_changed(plan_path("engine", _name), engine_json(_block.specs[0].engine))
 for _name, _spec in PLAN.streams.items():
     write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
-    write_text_if_changed(plan_path("engine", _name), engine_json(_spec.round.engine))
+write_text_if_changed(
+    ENGINE_FILE,
+    engines_json(
+        {
+            **{name: block.specs[0].engine for name, block in BLOCKS.items()},
+            **{name: spec.round.engine for name, spec in PLAN.streams.items()},
+        }
+    ),
+)
 _spec_dicts = {}
 
 
@@ -197,7 +204,7 @@ def parent_inputs(spec, suffix=""):
 
 def block_inputs(block):
     """Named inputs of a training job: the data, then per run its planned spec, split and parent."""
-    inputs = {"data": data_path(block.specs[0]), "engine": ancient(plan_path("engine", block.name))}
+    inputs = {"data": data_path(block.specs[0]), "engine": ancient(ENGINE_FILE)}
     for i, spec in enumerate(block.specs):
         inputs[f"spec{i}"] = plan_path("runs", spec.name)
         inputs[f"split{i}"] = split_path(spec)
@@ -229,7 +236,7 @@ def stream_inputs(wildcards):
     spec = planned("streams", wildcards.stream)
     return {
         "spec": plan_path("streams", spec.name),
-        "engine": ancient(plan_path("engine", spec.name)),
+        "engine": ancient(ENGINE_FILE),
         "data": data_path(spec.round),
         "split": split_path(spec),
     }

@@ -11,9 +11,9 @@ sm = snakemake  # noqa: F821
 redirect_to_log(sm)
 slot = claim_gpu(sm)  # held until the job ends
 n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's runs: spec0, spec1, ...
-specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.engine) for i in range(n)]
 out = Path(sm.output[0])
 block = out.name
+specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.engine, block) for i in range(n)]
 execute_runs(
     specs,
     data_path=sm.input.data,

@@ -10,5 +10,6 @@ from warmstart.streams import execute_stream  # noqa: E402
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
 slot = claim_gpu(sm)  # held until the job ends
-execute_stream(read_stream_spec(sm.input.spec, sm.input.engine), sm.input.data, sm.input.split,
-               Path(sm.output.rounds).parent, device=sm.config["device"], threads=sm.threads)
+spec = read_stream_spec(sm.input.spec, sm.input.engine, sm.wildcards.stream)
+execute_stream(spec, sm.input.data, sm.input.split, Path(sm.output.rounds).parent, device=sm.config["device"],
+               threads=sm.threads)
