@@ -303,6 +303,14 @@ class Common:
         except SpecError as e:
             raise ConfigError(f"{self.key}: {e}") from None
 
+    def stream(self, template: RunSpec, key: str = "", **fields: Any) -> StreamSpec:
+        """A stream of this experiment from the round template ``template`` (a ``run``); ``key`` names
+        the config section its settings come from, for the error."""
+        try:
+            return StreamSpec(template, **fields)
+        except SpecError as e:
+            raise ConfigError(f"{self.key}{key}: {e}") from None
+
     def labels(self, dataset: str, model: str, optimizer: str, seed: int) -> dict[str, Any]:
         return dict(dataset=dataset, model=model, optimizer=optimizer, lr=self.optimizers[optimizer].lr,
                     batch_size=self.batch_size, seed=seed)
@@ -522,12 +530,8 @@ def plan_online(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[s
     datasets = _datasets(exp, config, c.key)
     for d, m, o, policy, label, seed in itertools.product(datasets, c.models, c.optimizers, policies, c.inits,
                                                           c.seeds):
-        template = c.run(datasets[d], m, o, seed)
-        try:
-            stream = StreamSpec(template, policy=policy, init=c.inits[label], round_size=round_size,
-                                max_samples=max_samples)
-        except SpecError as e:
-            raise ConfigError(f"{c.key}: {e}") from None
+        stream = c.stream(c.run(datasets[d], m, o, seed), policy=policy, init=c.inits[label],
+                          round_size=round_size, max_samples=max_samples)
         plan.add(name, stream, **c.labels(d, m, o, seed), policy=policy, **c.init_labels(label))
 
 
@@ -558,7 +562,6 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
             target_run = c.run(target, m, o, seed, train_fraction=float(f), init=init,
                                parent=source_run if needs_parent(init) else None)
             plan.add(name, target_run, **labels, **c.init_labels(label), phase=2, fraction=float(f))
-
 
 
 @experiment_kind("remedies", tables=RUN_TABLES + STREAM_TABLES, required=("datasets", "target", "baseline", "remedies"),
@@ -625,7 +628,8 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
 
     policy = online.get("policy", "random")
     _as_config_error(POLICIES.lookup, policy, f"{c.key}.online.policy")
-    optimizer = online.get("optimizer", next(iter(c.optimizers)))
+    first_optimizer = next(iter(c.optimizers))  # a label c.run knows; the stream's own optimiser replaces it
+    optimizer = online.get("optimizer", first_optimizer)
     opt = optimizer_spec(optimizer, config, f"{c.key}.online.optimizer")
     first_only = online.get("settings", "all") == "first"
     seen: set[str] = set()
@@ -634,13 +638,10 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
             continue
         seen.add(remedy)
         for d, m, seed in itertools.product(datasets, c.models, online.get("seeds", c.seeds)):
-            template = c.run(datasets[d], m, next(iter(c.optimizers)), seed, optimizer=opt, terms=c.terms + terms)
-            try:
-                stream = StreamSpec(template, policy=policy, init=init, round_size=online.get("round_size", 100),
-                                    max_samples=online.get("max_samples"))
-            except SpecError as e:
-                raise ConfigError(f"{c.key}.online: {e}") from None
-            plan.add(name, stream, **{**c.labels(d, m, next(iter(c.optimizers)), seed), "optimizer": optimizer,
+            template = c.run(datasets[d], m, first_optimizer, seed, optimizer=opt, terms=c.terms + terms)
+            stream = c.stream(template, ".online", policy=policy, init=init,
+                              round_size=online.get("round_size", 100), max_samples=online.get("max_samples"))
+            plan.add(name, stream, **{**c.labels(d, m, first_optimizer, seed), "optimizer": optimizer,
                                      "lr": opt.lr}, protocol="online", policy=policy, init=setting,
                      baseline=not needs_parent(init), role=role, remedy=remedy, setting=setting)
 

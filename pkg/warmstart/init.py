@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
+from .models import head_parameter_names
 from .registry import Registry, check_options
 
 if TYPE_CHECKING:
@@ -176,8 +177,6 @@ def noisy_warm(ctx: InitContext, std: float) -> nn.Module:
 
 
 def _freeze_all_but_head(model: nn.Module) -> list[str]:
-    from .models import head_parameter_names
-
     head = head_parameter_names(model)
     for name, p in model.named_parameters():
         p.requires_grad_(name in head)
@@ -254,8 +253,6 @@ def head_reset(ctx: InitContext) -> nn.Module:
     """Head reset (Nikishin et al. 2022): the parent's weights with the last layer re-initialised (a new
     draw)."""
     import torch
-
-    from .models import head_parameter_names
 
     fresh = dict(ctx.new_model("head_reset").named_parameters())
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import PlannedRun
-from .train import EPOCH_FIELDS
+from .records import probe_columns
 from .spec import RunSpec, StreamSpec
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
@@ -45,7 +45,7 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
             "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
         }
         epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
-        probed = {c: epochs[c].iloc[-1] for c in epochs.columns if c not in EPOCH_FIELDS}  # after the last epoch
+        probed = {c: epochs[c].iloc[-1] for c in probe_columns(epochs.columns)}  # after the last epoch
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
                      **{k: metrics.get(k, default) for k, default in LATER_METRICS.items()},
                      "samples_seen": metrics.get("samples_seen", metrics["epochs"] * metrics["n_train"]),

@@ -5,7 +5,7 @@ file (and optimiser state, when the child continues it). Outputs, per run, in it
 written atomically:
   spec.json       the full spec (parent included): the directory alone says what was run
   metrics.json    final metrics and how training stopped
-  epochs.parquet  one row per epoch (EPOCH_FIELDS in train.py, then the probes' columns)
+  epochs.parquet  one row per epoch (EPOCH_FIELDS in records.py, then the probes' columns)
   model.pt        the final state dict (CPU tensors), written last
 and, when the spec asks for them, ``checkpoints/epoch<k>.pt`` (the weights after epoch k) and
 ``optimizer.pt`` (the final optimiser state).

@@ -21,14 +21,11 @@ from .datasets import DeviceData
 from .init import STRATEGIES
 from .io import save_torch
 from .policies import POLICIES, SelectionContext
+from .records import probe_columns
 from .runner import build_seeded, check_names, run_state, start_seed
 from .spec import StreamSpec
 from .splits import Split
 from .train import SingleModel, TrainData, fit, resolve_engine
-
-ROUND_FIELDS = ("round", "n_samples", "val_acc", "val_loss", "train_acc", "train_loss", "epochs",
-                "train_time_s", "init_time_s", "cumulative_train_time_s", "samples_seen", "cumulative_samples",
-                "converged")
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -45,8 +42,9 @@ def check_stream(spec: StreamSpec) -> None:
 def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: str | Path | None = None,
                on_round: Callable[[dict], None] | None = None,
                log: Callable[[str], None] | None = print) -> list[dict]:
-    """Run (or resume) a stream; returns one row per round (ROUND_FIELDS, then the probes' columns of
-    each round's last epoch). ``cumulative_train_time_s`` adds up every round's training and init time,
+    """Run (or resume) a stream; returns one row per round (round, n_samples, val_acc, val_loss, train_acc,
+    train_loss, epochs, train_time_s, init_time_s, cumulative_train_time_s, samples_seen,
+    cumulative_samples, converged, then the probes' columns of each round's last epoch). ``cumulative_train_time_s`` adds up every round's training and init time,
     ``cumulative_samples`` every round's samples processed (training and init). A strategy that keeps the
     optimiser state (``warm`` with ``optimizer_state: keep``) continues the previous round's optimiser."""
     check_stream(spec)
@@ -115,8 +113,7 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
                "epochs": final["epoch"], "train_time_s": result.train_time_s, "init_time_s": start.ctx.cost.time_s,
                "cumulative_train_time_s": cumulative, "samples_seen": samples_seen,
                "cumulative_samples": cumulative_samples, "converged": result.converged,
-               **{k: v for k, v in final.items() if k not in ("epoch", "epoch_time_s", "samples_seen")
-                  and k not in ROUND_FIELDS}}
+               **{k: final[k] for k in probe_columns(final)}}
         rows.append(row)
         previous_state = {k: v.detach().clone() for k, v in start.model.state_dict().items()}
         previous_optimizer = result.optimizer_state

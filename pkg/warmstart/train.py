@@ -35,10 +35,9 @@ from torch import nn
 from .io import save_torch
 from .optimizers import build_optimizer
 from .probes import BoundProbe, ProbeContext
+from .records import EPOCH_FIELDS  # noqa: F401  (the record's columns; also read from here)
 from .spec import EngineSpec, OptimizerSpec, StopSpec
 from .terms import BoundTerm, TermBatch
-
-EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "samples_seen")
 
 
 # -- engine options ---------------------------------------------------------------------------------------
