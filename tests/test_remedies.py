@@ -29,11 +29,11 @@ def context(parent_seed=1, **kw):
 
 
 def test_interpolation_moves_each_parameter_toward_the_lineages_first_init():
-    origin = mlp(7)
+    origin = {n: p.detach().clone() for n, p in mlp(7).named_parameters()}
     ctx, parent = context(origin=origin)
     model = initialise("interpolate_init", {"c": 0.25}, ctx)
     for name, p in model.named_parameters():
-        torch.testing.assert_close(p.detach(), 0.75 * parent[name] + 0.25 * dict(origin.named_parameters())[name])
+        torch.testing.assert_close(p.detach(), 0.75 * parent[name] + 0.25 * origin[name])
 
 
 def test_head_reset_changes_only_the_last_layer_to_a_new_draw():

@@ -47,7 +47,9 @@ class InitContext:
     x_parent: torch.Tensor | None = None  # the data the parent trained on (None without a parent)
     y_parent: torch.Tensor | None = None
     new_model: Callable[[str], nn.Module] | None = None  # another initialisation, seeded by (seed, tag)
-    origin: nn.Module | None = None  # the lineage's first initialisation (a stream's first round)
+    # the lineage's first initialisation, a copy of its parameters taken before any strategy ran (a batch
+    # run's phase-1 init; a stream's first round)
+    origin: dict[str, torch.Tensor] | None = None
     train: Callable[..., Any] | None = None  # (model) -> TrainResult on the run's data, optimiser, stop rule
     cost: InitCost = field(default_factory=InitCost)
     optimizer_state: dict | None = None  # set by a strategy that hands the run an optimiser state
@@ -240,11 +242,10 @@ def interpolate_init(ctx: InitContext, c: float = 0.8) -> nn.Module:
     Buffers are the parent's."""
     import torch
 
-    origin = dict(ctx.origin.named_parameters())
     ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
     with torch.no_grad():
         for name, p in ctx.fresh.named_parameters():
-            p.mul_(1 - c).add_(c * origin[name].detach())
+            p.mul_(1 - c).add_(c * ctx.origin[name])
     return ctx.fresh
 
 

@@ -75,16 +75,16 @@ def start_seed(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict
     """Build ``spec``'s model under its seed (or ``init_seed``) and apply its init strategy (unless
     ``apply_strategy`` is off: an online stream's first round starts from the fresh model); then run its
     terms' setups and snapshot the anchors its terms and probes read. ``origin`` is the lineage's first
-    initialisation (default: the fresh model itself, which for a batch run is also its parent's).
+    initialisation (default: the fresh model as built, before the strategy: for a batch run also its
+    parent's initialisation); the context and the anchors hold a copy of its parameters.
     ``train_idx`` and ``parent_idx`` default to the split's prefixes for the run's and its parent's
     training fractions."""
     device = device if device is not None else data.x_train.device
     seed = spec.seed if init_seed is None else init_seed
     fresh = build_seeded(spec, seed, data.input_shape, data.num_classes, device)
-    needs_anchors = bool(spec.terms or spec.probes)
-    origin_state = None
-    if needs_anchors:
-        origin_state = {n: p.detach().clone() for n, p in (origin or fresh).named_parameters()}
+    # A copy taken before the strategy runs: strategies load the parent into ``fresh`` in place, so the
+    # lineage's first initialisation must not be read through it afterwards.
+    origin_params = parameter_snapshot(fresh if origin is None else origin)
     train_idx = split.train_indices(spec.train_fraction).to(device) if train_idx is None else train_idx
     if parent_idx is None and spec.parent is not None and spec.parent.dataset == spec.dataset:
         parent_idx = split.train_indices(spec.parent.train_fraction).to(device)
@@ -94,7 +94,7 @@ def start_seed(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict
         x_parent=None if parent_idx is None else data.x_train[parent_idx],
         y_parent=None if parent_idx is None else data.y_train[parent_idx],
         new_model=lambda tag: build_seeded(spec, derived_seed(seed, tag), data.input_shape, data.num_classes, device),
-        origin=origin or fresh, cost=InitCost())
+        origin=origin_params, cost=InitCost())
     ctx.train = _strategy_trainer(spec, data, train_idx, split, ctx.cost, seed)
     model = initialise(spec.init.strategy, spec.init.options, ctx) if apply_strategy else fresh
     term_states = []
@@ -102,9 +102,14 @@ def start_seed(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict
         setup = TERMS[t.name].setup
         term_states.append({} if setup is None else setup(ctx, model, **t.options))
     anchors = {}
-    if needs_anchors:
-        anchors = {"start": {n: p.detach().clone() for n, p in model.named_parameters()}, "origin": origin_state}
+    if spec.terms or spec.probes:
+        anchors = {"start": parameter_snapshot(model), "origin": origin_params}
     return SeedStart(model, ctx, anchors, term_states)
+
+
+def parameter_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters as detached copies: later in-place updates of the model do not reach them."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 def _strategy_trainer(spec: RunSpec, data: DeviceData, train_idx: torch.Tensor, split: Split, cost: InitCost,
