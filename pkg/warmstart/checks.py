@@ -1,6 +1,6 @@
 """What the registries say about a run spec: that every name in it exists and every option fits
-(``check_names``, before a job trains), and whether its seeds can train as one stack (``stackable``,
-when the planner forms the training jobs). No torch here: planning uses it.
+(``check_names``, before a job trains), and whether it trains on the stacked engine, so that its seeds
+can share a job (``stackable``, when the planner forms the training jobs). No torch here: planning uses it.
 """
 from __future__ import annotations
 
@@ -25,15 +25,20 @@ def check_names(spec: RunSpec, key: str = "") -> None:
     for t in spec.terms:
         TERMS.lookup(t.name, f"{prefix}terms").check(t.options, f"{prefix}terms.{t.name}")
     for p in spec.probes:
-        PROBES.lookup(p.name, f"{prefix}probes").check(p.options, f"{prefix}probes.{p.name}")
+        probe = PROBES.lookup(p.name, f"{prefix}probes")
+        probe.check(p.options, f"{prefix}probes.{p.name}")
+        if not probe.stackable and stackable(spec):
+            raise SpecError(f"{prefix}probes.{p.name}: cannot measure a run of the stacked engine (model "
+                            f"{spec.model.arch!r}, optimiser {spec.optimizer.name!r}); probe runs that train alone")
 
 
 def stackable(spec: RunSpec) -> bool:
-    """Whether the seeds of ``spec``'s condition can train as one stack: a stackable model, an
-    elementwise optimiser, no compilation, and only terms, probes and an init strategy that work per
-    seed; runs that keep checkpoints train alone (they are saved from one model)."""
+    """Whether ``spec`` trains on the stacked engine (its seeds as rows of ``[S, ...]`` tensors; a stack of
+    one when it trains alone), so that the seeds of its condition can share a job: a stackable model, an
+    elementwise optimiser, and an init strategy and terms that work per seed. Decided by what changes the
+    run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
+    experiments may add or remove) nor by speed options: a run gets the same engine, and so the same
+    bits, whichever experiments ask for it and however its seeds are grouped."""
     return (MODELS[spec.model.arch].stackable and OPTIMIZERS[spec.optimizer.name].elementwise
-            and not spec.engine.compile and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
-            and all(TERMS[t.name].stackable for t in spec.terms)
-            and all(PROBES[p.name].stackable for p in spec.probes)
-            and not spec.checkpoints)
+            and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
+            and all(TERMS[t.name].stackable for t in spec.terms))

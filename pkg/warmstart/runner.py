@@ -15,6 +15,7 @@ as single runs do, with the same numbers within float tolerance.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -158,13 +159,13 @@ def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Spli
 
 
 def check_stackable(specs: Sequence[RunSpec]) -> None:
-    """Raise ValueError unless ``specs`` are one stackable condition at distinct seeds."""
+    """Raise ValueError unless ``specs`` are one condition of the stacked engine at distinct seeds."""
     if not specs:
         raise ValueError("stacked training needs at least one spec")
     first = specs[0]
     if not stackable(first):
         raise ValueError(f"{first.name}: cannot be stacked (model {first.model.arch!r}, optimiser "
-                         f"{first.optimizer.name!r}, compile {first.engine.compile}, terms, probes or kept files)")
+                         f"{first.optimizer.name!r}, init strategy or terms)")
     reference = first.seedless()
     for spec in specs[1:]:
         other = spec.seedless()
@@ -180,31 +181,39 @@ def check_stackable(specs: Sequence[RunSpec]) -> None:
 def run_training(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict | None,
                  **kwargs) -> tuple[nn.Module, TrainResult, dict]:
     """Train one run on already-loaded data: (final model, TrainResult, metrics)."""
-    return run_block([spec], data, [split], [parent_state], stacked=False, **kwargs)[0]
+    return run_block([spec], data, [split], [parent_state], **kwargs)[0]
 
 
 def run_training_stacked(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split],
                          parent_states: Sequence[dict | None], **kwargs) -> list[tuple[nn.Module, TrainResult, dict]]:
     """Train the seeds of one condition together as a stack; per spec, what ``run_training`` returns."""
-    return run_block(specs, data, splits, parent_states, stacked=True, **kwargs)
+    check_stackable(specs)
+    return run_block(specs, data, splits, parent_states, **kwargs)
 
 
 def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split],
-              parent_states: Sequence[dict | None], *, stacked: bool = False, method: str = "bmm",
+              parent_states: Sequence[dict | None], *, method: str = "bmm",
               parent_optimizer_states: Sequence[dict | None] | None = None,
               checkpointing: Checkpointing | None = None, checkpoint_dir: Path | None = None,
               on_epoch: Callable[[int, dict], None] | None = None,
               log: Callable[[str], None] | None = print) -> list[tuple[nn.Module, TrainResult, dict]]:
-    """Train ``specs`` on already-loaded data: one run (``stacked`` False, a single spec) or the seeds of
-    one condition as a stack. ``splits[i]`` and ``parent_states[i]`` belong to ``specs[i]``. A single run
-    whose spec lists ``checkpoints`` keeps them in ``checkpoint_dir``. Returns, per spec and in order,
-    (final model, TrainResult, metrics)."""
+    """Train ``specs`` on already-loaded data: one run, or the seeds of one condition as a stack.
+    ``splits[i]`` and ``parent_states[i]`` belong to ``specs[i]``. Returns, per spec and in order,
+    (final model, TrainResult, metrics).
+
+    Which engine trains a run is decided by what changes its numbers (``checks.stackable``: model,
+    optimiser, init strategy, terms), never by how many seeds share the job: a stackable run trains on
+    the stacked engine, alone as a stack of one. A seed's rows of the batched kernels and of the
+    optimiser's update are computed independently of the other rows, so its weights are bitwise the
+    same alone or beside any other seeds (tests/test_same_bits.py). A run that lists ``checkpoints``
+    keeps them in ``checkpoint_dir/<run name>/``."""
     if not len(specs) == len(splits) == len(parent_states):
         raise ValueError(f"got {len(specs)} specs, {len(splits)} splits and {len(parent_states)} parent states")
-    if stacked:
+    on_stack = stackable(specs[0])
+    if on_stack:
         check_stackable(specs)
     elif len(specs) != 1:
-        raise ValueError("without stacking, one run at a time")
+        raise ValueError(f"{specs[0].name}: cannot be stacked; one run at a time")
     for spec in specs:
         check_names(spec)
     parent_optimizer_states = parent_optimizer_states or [None] * len(specs)
@@ -213,26 +222,31 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
               for spec, split, parent, popt in zip(specs, splits, parent_states, parent_optimizer_states)]
     spec0 = specs[0]
     resolved = resolve_engine(spec0.engine, device, starts[0].model)
-    if stacked:
-        if resolved.compile:
-            raise ValueError("engine.compile: stacked training runs its own batched forward and does not compile")
+    if on_stack:
+        # the stacked engine runs its own batched forward: nothing to compile (it never paid for the
+        # small models that stack, benchmarks/README.md), and metrics.json records that it did not
+        resolved = dataclasses.replace(resolved, compile=False)
         trainee = StackedModels([s.model for s in starts], method)
     else:
         trainee = SingleModel(starts[0].model, resolved)
     td = train_data(specs, data, splits)
-    if spec0.checkpoints:
-        if stacked or checkpoint_dir is None:
-            raise ValueError("checkpoints: a run that keeps checkpoints trains alone, with a checkpoint_dir")
-        save, then = checkpoint_saver(spec0, Path(checkpoint_dir), starts[0].model), on_epoch
+    savers = {}
+    if any(spec.checkpoints for spec in specs):
+        if checkpoint_dir is None:
+            raise ValueError("checkpoints: a run that keeps checkpoints needs a checkpoint_dir")
+        savers = {i: checkpoint_saver(spec, Path(checkpoint_dir) / spec.name, start.model)
+                  for i, (spec, start) in enumerate(zip(specs, starts)) if spec.checkpoints}
 
-        def on_epoch(i: int, record: dict) -> None:
-            save(i, record)
-            if then:
-                then(i, record)
+    def after_epoch(i: int, record: dict) -> None:
+        if i in savers:
+            savers[i](record)
+        if on_epoch:
+            on_epoch(i, record)
     results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
                   stop=spec0.stop, run=run_state(specs, starts), resolved=resolved,
-                  checkpointing=checkpointing, log=log, on_epoch=on_epoch,
-                  optimizer_state=starts[0].ctx.optimizer_state if not stacked else None,
+                  checkpointing=checkpointing, log=log, on_epoch=after_epoch,
+                  export_at=set().union(*(spec.checkpoints for spec in specs)),
+                  optimizer_state=starts[0].ctx.optimizer_state if not on_stack else None,
                   keep_optimizer=spec0.keep_optimizer)
     n, n_val = td.train_idx.shape[1], td.val_idx.shape[1]
     return [(start.model, result, run_metrics(spec, result, start.model, n, n_val, device, start.ctx.cost))
@@ -291,12 +305,11 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_saver(spec: RunSpec, out_dir: Path, model: nn.Module):
-    """``on_epoch`` hook of a single run: keep the weights after each epoch in ``spec.checkpoints``."""
-    if not spec.checkpoints:
-        return None
+    """Per epoch record of a run: keep its weights (``model``, which ``fit`` has brought up to date at
+    these epochs) after each epoch in ``spec.checkpoints``."""
     wanted = set(spec.checkpoints)
 
-    def save(i: int, record: dict) -> None:
+    def save(record: dict) -> None:
         if record["epoch"] in wanted:
             save_torch(cpu_state(model), out_dir / f"epoch{record['epoch']}.pt")
     return save
@@ -309,7 +322,7 @@ def execute_run(spec: RunSpec, data_path, split_path, out_dir, parent_model_path
 
 def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out_dirs: Sequence,
                  parent_model_paths: Sequence | None = None, parent_optimizer_paths: Sequence | None = None, *,
-                 stacked: bool = False, device: str = "auto", threads: int | None = None,
+                 device: str = "auto", threads: int | None = None,
                  checkpoint_every_s: float = 300.0, resume_path=None, method: str = "bmm",
                  log: Callable[[str], None] | None = None) -> list[dict]:
     """Load inputs, train (one run, or a stack), write each run's directory. Safe to re-run after an
@@ -337,7 +350,7 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
     # checkpoints are kept beside the resume state until the run is done: an interrupted job's output
     # directory is removed before it runs again, and the resumed run does not pass those epochs again
     kept = resume.with_name(resume.stem + ".checkpoints")
-    outputs = run_block(specs, data, splits, parents, stacked=stacked, method=method,
+    outputs = run_block(specs, data, splits, parents, method=method,
                         parent_optimizer_states=parent_opts,
                         checkpointing=Checkpointing(resume, every_s=checkpoint_every_s, tag=tag),
                         checkpoint_dir=kept, log=log)
@@ -346,16 +359,18 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
     for spec, out_dir, (model, result, metrics) in zip(specs, out_dirs, outputs):
         metrics["wall_time_s"] = wall  # a stack's wall time is shared by its runs
         metrics["threads"] = torch.get_num_threads()
-        metrics["stacked_seeds"] = k if stacked else 1
+        metrics["stacked_seeds"] = k  # how many seeds shared the job (their numbers do not depend on it)
         if spec.checkpoints:
             (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             for epoch in spec.checkpoints:
-                os.replace(kept / f"epoch{epoch}.pt", out_dir / "checkpoints" / f"epoch{epoch}.pt")
-            kept.rmdir()
+                os.replace(kept / spec.name / f"epoch{epoch}.pt", out_dir / "checkpoints" / f"epoch{epoch}.pt")
+            (kept / spec.name).rmdir()
         write_run(spec, out_dir, model, result, metrics)
         all_metrics.append(metrics)
         log(f"done: {spec.name} val_acc {metrics['val_acc']:.4f} after {metrics['epochs']} epochs "
             f"({metrics['stopped_by']}), {metrics['train_time_s']:.1f}s training")
+    if kept.exists():
+        kept.rmdir()
     resume.unlink(missing_ok=True)  # stale once every run is written
     return all_metrics
 

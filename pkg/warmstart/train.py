@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -491,7 +491,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
         eval_batch_size: int = 4096, evaluate_every_epoch: bool = True, checkpointing: Checkpointing | None = None,
         log: Callable[[str], None] | None = print, log_every_s: float = 10.0,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None, optimizer_state: dict | None = None,
-        keep_optimizer: bool = False) -> list[TrainResult]:
+        keep_optimizer: bool = False, export_at: Collection[int] = ()) -> list[TrainResult]:
     """Train every seed of ``trainee`` until its stop rule fires; returns one TrainResult per seed, in order.
 
     Seed i's batch order comes from its own generator, ``manual_seed(2 * seeds[i] + 1)``, one ``randperm``
@@ -500,6 +500,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
     is what the ``converged`` stop rule compares with the threshold. With ``evaluate_every_epoch`` off,
     a seed is evaluated only after its last epoch (the other records hold NaN). ``epoch_time_s`` of a seed
     is the epoch's training time divided by the seeds trained in it (its share of the shared work).
+    After each epoch in ``export_at``, every seed's row is written into its own module before ``on_epoch``.
     """
     run = run or RunState()
     device = data.x.device
@@ -564,6 +565,8 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
                 histories[i].append(record)
                 if stop.reached(record["train_acc"]):
                     stopped_by[i] = "threshold"
+                if record["epoch"] in export_at:  # e.g. a kept checkpoint: seed i's module holds its weights
+                    trainee.export(row)
                 if on_epoch:
                     on_epoch(i, record)
                 if row in done:

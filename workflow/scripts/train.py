@@ -21,7 +21,6 @@ execute_runs(
     out_dirs=[out / spec.name for spec in specs],
     parent_model_paths=[sm.input.get(f"parent{i}") for i in range(n)],
     parent_optimizer_paths=[sm.input.get(f"parent_optimizer{i}") for i in range(n)],
-    stacked=sm.rule == "train_stack",
     device=sm.config["device"],
     threads=sm.threads,
     checkpoint_every_s=sm.config["checkpoint_every_s"],
