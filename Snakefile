@@ -33,7 +33,8 @@ except ImportError as e:
     )
 
 # The config is checked before any job runs: first against the schema (a bad key or value is named in
-# one line), then by the library (labels defined, names known to the registries).
+# one line), then by the library (labels defined, names known to the registries, options fitting their
+# entries: warmstart.labels).
 SCHEMA = workflow.source_path("workflow/schemas/config.schema.yaml")
 try:
     check_config(config, SCHEMA)

@@ -250,7 +250,7 @@ def bench_case(name: str, case: Case, device: torch.device, steps: int, reps: in
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + rep)).to(device)
         sync(device)
         t0 = time.perf_counter()
-        loss_sum, correct = train_epoch(step_model, opt, x_dev, y_dev, perm.unsqueeze(0), BATCH,
+        loss_sum, correct, _ = train_epoch(step_model, opt, x_dev, y_dev, perm.unsqueeze(0), BATCH,
                                         resolved=variant.engine)
         loss_sum.item(), correct.item()  # read once, at the end
         sync(device)

@@ -109,6 +109,7 @@ def main(argv=None, log=print) -> list[dict]:
     import torch
 
     from warmstart.datasets import prepare_dataset
+    from warmstart.io import load_torch
     from warmstart.plan_io import spec_json
     from warmstart.splits import make_split, save_split
 
@@ -118,7 +119,7 @@ def main(argv=None, log=print) -> list[dict]:
         tmp = Path(tmp)
         data = tmp / "data.pt"
         prepare_dataset(specs[0].dataset, tmp / "raw", False, data)
-        n_train = len(torch.load(data, weights_only=True)["y_train"])
+        n_train = len(load_torch(data)["y_train"])
         jobs = []
         for spec in specs:
             spec_path, split_path = tmp / f"spec{spec.seed}.json", tmp / f"split{spec.seed}.pt"

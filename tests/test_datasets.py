@@ -16,6 +16,7 @@ import torch
 import torchvision.datasets as tvd
 
 from warmstart.datasets import DATASETS, DatasetError, load_prepared, load_raw, prepare_dataset
+from warmstart.io import load_torch
 from warmstart.spec import DatasetSpec
 
 
@@ -221,7 +222,7 @@ def test_prepare_then_load_normalises_images_to_minus_one_one(cifar10, tmp_path)
     out = tmp_path / "prepared" / "cifar10.pt"
     prepare_dataset(DatasetSpec("cifar10"), root, False, out)
     assert [p.name for p in out.parent.iterdir()] == ["cifar10.pt"]  # no leftover partial file
-    stored = torch.load(out, weights_only=True)
+    stored = load_torch(out)
     assert stored["x_train"].dtype == torch.uint8 and stored["name"] == "cifar10" and stored["options"] == {}
     data = load_prepared(out)
     assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
@@ -239,7 +240,7 @@ def test_prepare_then_load_passes_mnist1d_through(tmp_path):
     raw = load_raw("mnist1d", tmp_path, num_samples=100, seed=3)
     data = load_prepared(out)
     assert torch.equal(data.x_train, raw.x_train) and torch.equal(data.y_test, raw.y_test)
-    assert data.input_shape == (40,) and torch.load(out, weights_only=True)["options"] == spec.options
+    assert data.input_shape == (40,) and load_torch(out)["options"] == spec.options
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

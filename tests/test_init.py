@@ -11,6 +11,7 @@ from torch import nn
 from warmstart.datasets import DeviceData, load_prepared, load_raw, prepare_dataset
 from warmstart.errors import SpecError
 from warmstart.init import STRATEGIES, InitContext, initialise
+from warmstart.io import load_torch
 from warmstart.models import build_model
 from warmstart.runner import check_names, execute_run, run_training, start_seed
 from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
@@ -127,8 +128,10 @@ def test_warm_start_from_another_architecture_raises(data, parent):
 
 
 def test_strategies_reject_options_they_do_not_take():
-    with pytest.raises(SpecError, match=r"^init\.options: unknown option\(s\) \['scale'\]; allowed: none"):
+    with pytest.raises(SpecError, match=r"^init\.options: unknown option\(s\) \['scale'\]; allowed: \['draw'\]"):
         initialise("random", {"scale": 0.5}, InitContext(fresh=nn.Linear(2, 2), seed=0))
+    with pytest.raises(SpecError, match=r"^init\.options\.draw: must be one of \['run_seed', 'new'\]"):
+        initialise("random", {"draw": "fresh"}, InitContext(fresh=nn.Linear(2, 2), seed=0))
     with pytest.raises(SpecError, match=r"^init\.options\.optimizer_state: "):
         initialise("warm", {"optimizer_state": "sometimes"},
                    InitContext(fresh=nn.Linear(2, 2), seed=0, parent_state=nn.Linear(2, 2).state_dict()))
@@ -165,13 +168,13 @@ def test_files_carry_the_parents_final_weights_to_the_child(tmp_path, data, pare
     assert sorted(p.name for p in parent_dir.iterdir()) == ["epochs.parquet", "metrics.json", "model.pt", "spec.json"]
     assert RunSpec.from_json((parent_dir / "spec.json").read_text()) == spec
     assert json.loads((parent_dir / "metrics.json").read_text())["run_id"] == spec.run_id
-    saved = torch.load(parent_dir / "model.pt", weights_only=True)
+    saved = load_torch(parent_dir / "model.pt")
     # a re-run of the same spec on the same data reproduces the in-memory parent exactly
     assert parent_metrics["train_loss"] == metrics["train_loss"]
     assert states_equal(saved, state)
 
     child = phase2_spec(spec, "warm")
-    model = initial_model(child, loaded, torch.load(parent_dir / "model.pt", weights_only=True))
+    model = initial_model(child, loaded, load_torch(parent_dir / "model.pt"))
     assert states_equal(model.state_dict(), state)
     # without the parent's file the warm child cannot start
     with pytest.raises(SpecError, match=r"^init\.strategy: "):

@@ -84,8 +84,8 @@ def linear_weights(model: nn.Module) -> list[str]:
 
 # -- the reference formulas, one per registered strategy --------------------------------------------------
 
-def ref_random(s: Start, **o):
-    return s.fresh
+def ref_random(s: Start, draw="run_seed"):
+    return s.fresh if draw == "run_seed" else s.new_draw("random")
 
 
 def ref_warm(s: Start, **o):
@@ -224,7 +224,8 @@ def config() -> dict:
         "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
         "models": {"mlp": {"hidden": 16}},
         "optimizers": {"adam": {"lr": 0.01}},
-        "inits": {strategy_label(n): {"strategy": n, **STRATEGY_OPTIONS.get(n, {})} for n in STRATEGIES},
+        "inits": {**{strategy_label(n): {"strategy": n, **STRATEGY_OPTIONS.get(n, {})} for n in STRATEGIES},
+                  "new_draw": {"strategy": "random", "draw": "new"}},
         "terms": {f"term_{n}": {"term": n, **{k: v for k, v in o.items() if k != "coef"}}
                   for n, o in TERM_OPTIONS.items()},
         "defaults": {"batch_size": 64, "validation_fraction": 1 / 3, "phase1_fraction": 0.5,
@@ -232,7 +233,7 @@ def config() -> dict:
         "experiments": {
             "study": {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp"],
                       "optimizers": ["adam"], "seeds": list(SEEDS),
-                      "inits": [strategy_label(n) for n in STRATEGIES]},
+                      "inits": [strategy_label(n) for n in STRATEGIES] + ["new_draw"]},
             "terms": {"kind": "batch", "report": "conditions", "datasets": ["mnist1d"], "models": ["mlp"],
                       "optimizers": ["adam"], "seeds": list(SEEDS), "inits": [strategy_label("warm")],
                       "term_phases": [2], "term_grid": {f"term_{n}": {"coef": [o["coef"]]} for n, o in TERM_OPTIONS.items()}},
@@ -462,3 +463,16 @@ def test_the_objective_adds_every_term_of_the_run(plan, data, phase1):
     names = ["l2", "confidence", "l2_init"]
     specs = [s.replace(terms=tuple(TermSpec(n, TERM_OPTIONS[n]) for n in names)) for s in term_runs(plan, ["l2"])]
     check_term_gradients(specs, data, phase1, names)
+
+
+def test_a_random_run_with_a_new_draw_starts_from_other_weights_than_its_phase1_run(plan, data, phase1, recorded):
+    """The authors' phase 2 builds a new model; ``draw: new`` does so, ``run_seed`` (the default) reuses the
+    phase-1 run's initial weights."""
+    (run,) = [s for s in planned(plan, "study", phase=2, init="new_draw") if s.seed == 0]
+    split = make_split(len(data.x_train), 0, run.validation_fraction)
+    start = batch_start(run, data, None)
+    run_block([run], data, [split], [None], log=None)
+    assert_starts_at(recorded["runner"][-1].start, 0, ref_random(start, draw="new"), "random, new draw")
+    first = phase1[0][0]
+    run_block([first], data, [split], [None], log=None)
+    assert not torch.equal(recorded["runner"][-1].start["1.weight"][0], recorded["runner"][-2].start["1.weight"][0])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from warmstart.datasets import load_raw
-from warmstart.io import save_torch
+from warmstart.io import load_torch, save_torch
 from warmstart.runner import execute_runs
 from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
 from warmstart.splits import make_split, save_split
@@ -53,7 +53,7 @@ def train(inputs: Path, specs: list[RunSpec], out: Path, **kwargs) -> list[Path]
 
 
 def assert_same_files(a: Path, b: Path) -> None:
-    wa, wb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    wa, wb = load_torch(a / "model.pt"), load_torch(b / "model.pt")
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -70,7 +70,7 @@ def test_a_seed_trained_alone_and_in_a_stack_of_three_has_the_same_weights_after
     assert_same_files(alone, stacked[1])
     assert json.loads((stacked[1] / "metrics.json").read_text())["stacked_seeds"] == 3
     # and the comparison can fail: another seed's weights differ
-    w0, w1 = torch.load(stacked[0] / "model.pt"), torch.load(alone / "model.pt")
+    w0, w1 = load_torch(stacked[0] / "model.pt"), load_torch(alone / "model.pt")
     assert not all(torch.equal(w0[k], w1[k]) for k in w0)
 
 
@@ -94,7 +94,7 @@ def test_kept_checkpoints_of_a_stacked_seed_are_its_weights_after_those_epochs(i
     kept = train(inputs, [spec(s, max_epochs=6, checkpoints=(2, 4)) for s in range(2)], tmp_path / "kept")
     for epochs in (2, 4):
         short = train(inputs, [spec(1, max_epochs=epochs)], tmp_path / f"short{epochs}")[0]
-        a, b = torch.load(kept[1] / "checkpoints" / f"epoch{epochs}.pt"), torch.load(short / "model.pt")
+        a, b = load_torch(kept[1] / "checkpoints" / f"epoch{epochs}.pt"), load_torch(short / "model.pt")
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -124,7 +124,7 @@ def test_a_job_killed_mid_training_resumes_to_the_bits_of_an_uninterrupted_one(i
     job.send_signal(signal.SIGKILL)
     job.wait()
     assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    saved = torch.load(resume, weights_only=False)
+    saved = load_torch(resume)
     assert 0 < len(saved["histories"][0]) < epochs
     assert not (out / specs[0].name / "model.pt").exists()
     resumed = train(inputs, specs, out)

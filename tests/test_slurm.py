@@ -42,6 +42,8 @@ import pytest
 import torch
 import yaml
 
+from warmstart.io import load_torch
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM_UP = REPO / "tests" / "cluster" / "slurm-up.sh"
 SLURM_DOWN = REPO / "tests" / "cluster" / "slurm-down.sh"
@@ -279,7 +281,7 @@ def run_results(workdir: Path, run: str):
     metrics = json.loads((d / "metrics.json").read_text())
     epochs = pd.read_parquet(d / "epochs.parquet")
     epochs = epochs.drop(columns=[c for c in epochs.columns if c.endswith("time_s")])
-    model = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+    model = load_torch(d / "model.pt", map_location="cpu")
     return {k: metrics.get(k) for k in SAME}, epochs, model
 
 
@@ -385,7 +387,7 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_saved_stat
         assert resume.exists(), "the training job saved no resumable state"
         ids = slurm.slurm_jobs().get(f"train_stack/{block.name}")
         assert ids, "the training job's SLURM id is not in the output"
-        saved = torch.load(resume, map_location="cpu", weights_only=False)
+        saved = load_torch(resume, map_location="cpu")
         saved_epoch = len(saved["histories"][saved["active"][0]]) if saved["active"] else None
         cancelled = subprocess.run(["scancel", str(ids[0])], capture_output=True, text=True, timeout=20)
         assert cancelled.returncode == 0, cancelled.stderr

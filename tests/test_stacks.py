@@ -11,7 +11,7 @@ import torch
 
 from warmstart.datasets import DeviceData, load_raw
 from warmstart.experiments import Plan, plan_blocks
-from warmstart.io import save_torch
+from warmstart.io import load_torch, save_torch
 from warmstart.probes import PROBES, Probe
 from warmstart.runner import (RUN_FILES, check_stackable, execute_run, execute_runs, run_training,
                               run_training_stacked, stackable)
@@ -193,7 +193,7 @@ def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path)
     assert set(mb) <= set(ma) and ma["epochs"] == mb["epochs"] and ma["run_id"] == mb["run_id"]
     ea, eb = pd.read_parquet(a / "epochs.parquet"), pd.read_parquet(b / "epochs.parquet")
     pd.testing.assert_frame_equal(ea.drop(columns="epoch_time_s"), eb.drop(columns="epoch_time_s"), check_exact=True)
-    wa, wb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    wa, wb = load_torch(a / "model.pt"), load_torch(b / "model.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -347,7 +347,7 @@ def test_a_stack_told_to_stop_saves_at_once_exits_and_resumes_to_the_same_number
         run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing,
                              on_epoch=preempt)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
-    assert torch.load(checkpointing.path, weights_only=False)["histories"][0][-1]["epoch"] == 3
+    assert load_torch(checkpointing.path)["histories"][0][-1]["epoch"] == 3
     resumed = run_training_stacked(specs, data, splits, [None] * 3, log=None, checkpointing=checkpointing)
     for (m1, r1, _), (m2, r2, _) in zip(resumed, whole, strict=True):
         assert [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r1.history] == \

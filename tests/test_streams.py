@@ -9,6 +9,7 @@ import warmstart.streams as streams
 from warmstart.datasets import DeviceData
 from warmstart.errors import SpecError
 from warmstart.init import InitContext, initialise, transferred_tensors
+from warmstart.io import load_torch
 from warmstart.models import build_model
 from warmstart.policies import POLICIES, SelectionContext, first_principal_component_scores, margins
 from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
@@ -99,7 +100,7 @@ def test_no_sample_is_added_twice_and_the_pool_running_out_ends_the_stream(tmp_p
     split = make_split(375, 0)
     rows = run_stream(stream(round_size=100, max_epochs=5), data, split, state_path=tmp_path / "s.pt", log=None)
     assert [r["n_samples"] for r in rows] == [100, 200, 250]
-    chosen = torch.load(tmp_path / "s.pt", weights_only=False)["chosen"]
+    chosen = load_torch(tmp_path / "s.pt")["chosen"]
     assert len(chosen) == 250 and len(torch.unique(chosen)) == 250
 
 
@@ -226,7 +227,7 @@ def test_a_stream_that_keeps_the_optimiser_continues_the_previous_rounds_adam_st
         assert given[k]["state"][0]["step"] == final[k - 1]["state"][0]["step"] > 0
         for name in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(given[k]["state"][0][name], final[k - 1]["state"][0][name])
-    assert torch.load(tmp_path / "s.pt", weights_only=False)["optimizer"]["state"][0]["step"] == \
+    assert load_torch(tmp_path / "s.pt")["optimizer"]["state"][0]["step"] == \
         final[-1]["state"][0]["step"]
     # samples processed: each round's epochs times its training set, summed over the rounds
     assert [r["samples_seen"] for r in rows] == [r["epochs"] * r["n_samples"] for r in rows]

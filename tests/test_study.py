@@ -15,6 +15,7 @@ from warmstart.datasets import DeviceData, load_raw
 from warmstart.errors import ConfigError
 from warmstart.experiments import plan_experiments
 from warmstart.init import InitContext, initialise
+from warmstart.io import load_torch
 from warmstart.models import head_parameter_names
 from warmstart.reports import checkpoint_damage, condition_table, init_table, pareto_front
 from warmstart.runner import execute_run, run_training, run_training_stacked
@@ -195,7 +196,7 @@ def test_carried_adam_state_equals_the_phase1_optimisers_state(data, tmp_path):
     prepare_dataset(DATASET, tmp_path / "raw", False, data_path)
     save_split(split, tmp_path / "split.pt")
     execute_run(parent, data_path, tmp_path / "split.pt", tmp_path / "parent", device="cpu", log=lambda m: None)
-    on_disk = torch.load(tmp_path / "parent" / "optimizer.pt", weights_only=False)
+    on_disk = load_torch(tmp_path / "parent" / "optimizer.pt")
     torch.testing.assert_close(on_disk["state"][0]["exp_avg"], saved["state"][0]["exp_avg"])
 
 
@@ -210,8 +211,8 @@ def test_a_checkpoint_after_k_epochs_equals_a_run_stopped_at_k_epochs(data, tmp_
         short = long.replace(stop=StopSpec("epochs", max_epochs=k), checkpoints=())
         execute_run(short, tmp_path / "data.pt", tmp_path / "split.pt", tmp_path / f"short{k}", device="cpu",
                     log=lambda m: None)
-        kept = torch.load(tmp_path / "long" / "checkpoints" / f"epoch{k}.pt", weights_only=True)
-        final = torch.load(tmp_path / f"short{k}" / "model.pt", weights_only=True)
+        kept = load_torch(tmp_path / "long" / "checkpoints" / f"epoch{k}.pt")
+        final = load_torch(tmp_path / f"short{k}" / "model.pt")
         assert kept.keys() == final.keys() and all(torch.equal(kept[n], final[n]) for n in kept)
 
 

@@ -3,13 +3,13 @@
 ``load_raw`` reads a dataset through torchvision's own classes (their md5 integrity checks included) or,
 for mnist1d, generates it offline. ``prepare_dataset`` stores the raw tensors once (uint8 images stay
 uint8, so the file is small); ``load_prepared`` puts them on the training device and normalises them there.
-Adding a dataset is one decorated function here. numpy and torch are imported where data is read:
-planning reads this registry and must not pay their import.
+Adding a dataset is one decorated function here; its options are its keyword parameters, checked (names
+and annotated types) before any job runs. numpy and torch are imported where data is read: planning
+reads this registry and must not pay their import.
 """
 from __future__ import annotations
 
 import gzip
-import inspect
 import os
 import pickle
 import shutil
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import DatasetError
+from .errors import DatasetError, SpecError
 from .io import atomic_path, save_torch
-from .registry import Registry
+from .registry import Registry, takes_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +54,7 @@ class DeviceData:
     input_shape: tuple[int, ...]
 
 
-DATASETS: Registry[Callable[..., RawDataset]] = Registry("dataset")
+DATASETS: Registry[Callable[..., RawDataset]] = Registry("dataset", check=takes_options(skip=2))
 
 
 def register_dataset(name: str):
@@ -69,14 +69,10 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool = False, **o
     """Load dataset ``name`` from ``data_dir`` (downloading into it if ``download``)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    fn = DATASETS[name]
-    params = inspect.signature(fn).parameters
-    # Loaders taking **options check their own options (and can list the allowed ones).
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        allowed = sorted(set(params) - {"root", "download"})
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise DatasetError(f"dataset {name!r}: unknown option(s) {unknown}; allowed: {allowed or 'none'}")
+    try:
+        fn = DATASETS.check(name, options, f"dataset {name!r}")
+    except SpecError as e:
+        raise DatasetError(str(e)) from None
     return fn(Path(data_dir).expanduser(), bool(download), **options)
 
 
@@ -95,7 +91,10 @@ def load_prepared(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """Load a ``prepare_dataset`` file onto ``device``; uint8 images become (x/255 - 0.5)/0.5."""
     import torch
 
-    d = torch.load(path, map_location="cpu", weights_only=True)
+    from .io import load_torch
+
+    d = load_torch(path, what="the prepared dataset", map_location="cpu",
+                   fix=f"Delete {path} and run the workflow again: it prepares the dataset again")
 
     def inputs(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device)  # move uint8 first: a quarter of the bytes of float32 cross the bus
@@ -204,16 +203,18 @@ def _fashion_mnist(root: Path, download: bool) -> RawDataset:
 # -- generated datasets -----------------------------------------------------------------------------
 
 @register_dataset("mnist1d")
-def _mnist1d(root: Path, download: bool, **options: Any) -> RawDataset:
-    """Generate MNIST-1D offline; options override ``mnist1d.data.get_dataset_args()`` (not 'url')."""
+def _mnist1d(root: Path, download: bool, num_samples: int | None = None, train_split: float | None = None,
+             template_len: int | None = None, padding: list[int] | None = None, scale_coeff: float | None = None,
+             max_translation: int | None = None, corr_noise_scale: float | None = None,
+             iid_noise_scale: float | None = None, shear_scale: float | None = None, shuffle_seq: bool | None = None,
+             final_seq_length: int | None = None, seed: int | None = None) -> RawDataset:
+    """Generate MNIST-1D offline. The options are ``mnist1d.data.get_dataset_args()``'s (but 'url'),
+    listed here so that the planner can check them without importing mnist1d; None keeps its default."""
+    options = {k: v for k, v in locals().items() if k not in ("root", "download") and v is not None}
     import torch
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    allowed = sorted(set(vars(args)) - {"url"})
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise DatasetError(f"dataset 'mnist1d': unknown option(s) {unknown}; allowed: {allowed}")
     for key, value in options.items():
         setattr(args, key, value)
     n = args.num_samples

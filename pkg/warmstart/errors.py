@@ -17,3 +17,17 @@ class ConfigError(SpecError):
 
 class DatasetError(RuntimeError):
     """A dataset cannot be loaded. The message is one line: what is wrong and what to do about it."""
+
+
+class CorruptFileError(RuntimeError):
+    """A file the library wrote (a model, an optimiser or resume state, a prepared dataset, a split) cannot
+    be used: it is truncated or unreadable, its checksum does not match its contents, it is not in the
+    library's file format, or it holds pickled objects that loading would have to run code for. The
+    message names the file, what is wrong and what to do (``fix``); nothing in the file was executed."""
+
+    def __init__(self, path, reason: str, fix: str):
+        self.path, self.reason, self.fix = str(path), reason, fix
+        super().__init__(f"{path}: {reason}. {fix}")
+
+    def __reduce__(self):  # picklable as raised, e.g. across a process pool
+        return type(self), (self.path, self.reason, self.fix)

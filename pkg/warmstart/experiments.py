@@ -2,7 +2,8 @@
 
 The config names datasets, models, optimisers, init strategies, loss terms and probes once (``datasets:``,
 ``models:``, ``optimizers:``, ``inits:``, ``terms:``, ``probes:``), each under a label, and experiments
-refer to them by label. Each experiment has a ``kind``, looked up in ``EXPERIMENT_KINDS``; a kind turns
+refer to them by label (``warmstart.labels`` resolves a label into a spec, its options checked against
+its registry). Each experiment has a ``kind``, looked up in ``EXPERIMENT_KINDS``; a kind turns
 one experiment's settings into planned runs (or streams), each with the labels its tables and figures
 need (condition, phase, init, seed). Runs are keyed by their content-addressed name, so a run needed by
 two experiments appears once in the plan and is trained once (with the union of what they measure).
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, SpecError
+from .labels import (_as_config_error, _built, _grid, checked, dataset_spec, init_spec, model_spec, optimizer_spec,
+                     probe_spec, term_spec)
 from .registry import Registry
 from .spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec, StopSpec,
                    StreamSpec, TermSpec, short_hash)
@@ -49,7 +52,9 @@ class Plan:
 
     def add(self, experiment: str, spec: "RunSpec | StreamSpec", **labels: Any):
         if isinstance(spec, StreamSpec):
-            self.streams.setdefault(spec.name, spec)
+            old = self.streams.get(spec.name)
+            self.streams[spec.name] = spec if old is None else dataclasses.replace(
+                old, round=merged(old.round, spec.round))
         else:
             self.runs[spec.name] = merged(self.runs.get(spec.name), spec)
         self.experiments.setdefault(experiment, []).append(PlannedRun(spec, labels))
@@ -88,97 +93,7 @@ def run_split_name(spec: "RunSpec | StreamSpec") -> str:
     return split_name(spec.dataset.key, spec.seed, spec.validation_fraction)
 
 
-# -- resolving labels ---------------------------------------------------------------------------------
-
-def _entry(section: str, label: str, config: Mapping[str, Any], key: str, name_field: str) -> tuple[str, dict]:
-    """(registry name, options) of the ``section`` entry ``label``; the name defaults to the label."""
-    entries = config.get(section) or {}
-    if label not in entries:
-        raise ConfigError(f"{key}: unknown {section} label {label!r}; define it under '{section}:' "
-                          f"(defined: {sorted(entries)})")
-    options = dict(entries[label] or {})
-    return options.pop(name_field, label), options
-
-
-def _as_config_error(fn: Callable, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{kwargs.get('key', args[-1] if args else '')}: {e}") from None
-    except SpecError as e:
-        raise ConfigError(str(e)) from None
-
-
-def dataset_spec(label: str, config, key: str) -> DatasetSpec:
-    from .datasets import DATASETS
-
-    name, options = _entry("datasets", label, config, key, "name")
-    _as_config_error(DATASETS.lookup, name, f"datasets.{label}.name")
-    return DatasetSpec(name, options)
-
-
-def model_spec(label: str, config, key: str) -> ModelSpec:
-    from .models import MODELS
-
-    arch, options = _entry("models", label, config, key, "arch")
-    _as_config_error(MODELS.lookup, arch, f"models.{label}.arch")
-    return ModelSpec(arch, options)
-
-
-def optimizer_spec(label: str, config, key: str) -> OptimizerSpec:
-    from .optimizers import OPTIMIZERS
-
-    name, options = _entry("optimizers", label, config, key, "name")
-    entry = _as_config_error(OPTIMIZERS.lookup, name, f"optimizers.{label}.name")
-    try:
-        spec = OptimizerSpec(name=name, **options)
-        spec.validate(f"optimizers.{label}")
-        entry.check(spec, f"optimizers.{label}")
-    except TypeError as e:
-        raise ConfigError(f"optimizers.{label}: {e}") from None
-    except SpecError as e:
-        raise ConfigError(str(e)) from None
-    return spec
-
-
-def init_spec(label: str, config, key: str) -> InitSpec:
-    from .init import STRATEGIES
-
-    name, options = _entry("inits", label, config, key, "strategy")
-    strategy = _as_config_error(STRATEGIES.lookup, name, f"inits.{label}.strategy")
-    _as_config_error(strategy.check, options, f"inits.{label}")
-    return InitSpec(name, options)
-
-
-def term_spec(label: str, config, key: str) -> TermSpec:
-    from .terms import TERMS
-
-    name, options = _entry("terms", label, config, key, "term")
-    term = _as_config_error(TERMS.lookup, name, f"terms.{label}.term")
-    _as_config_error(term.check, options, f"terms.{label}")
-    return TermSpec(name, options)
-
-
-def probe_spec(label: str, config, key: str) -> ProbeSpec:
-    from .probes import PROBES
-
-    name, options = _entry("probes", label, config, key, "probe")
-    probe = _as_config_error(PROBES.lookup, name, f"probes.{label}.probe")
-    _as_config_error(probe.check, options, f"probes.{label}")
-    return ProbeSpec(name, options)
-
-
-def _check_strategy(name: str, options: dict, key: str) -> None:
-    from .init import STRATEGIES
-
-    _as_config_error(STRATEGIES.lookup(name, key).check, options, key)
-
-
-def _check_term(name: str, options: dict, key: str) -> None:
-    from .terms import TERMS
-
-    _as_config_error(_as_config_error(TERMS.lookup, name, key).check, options, key)
-
+# -- settings -------------------------------------------------------------------------------------------
 
 def needs_parent(init: InitSpec) -> bool:
     from .init import STRATEGIES
@@ -191,18 +106,6 @@ def _setting(exp: Mapping[str, Any], config: Mapping[str, Any], name: str):
     if name in exp:
         return exp[name]
     return (config.get("defaults") or {})[name]
-
-
-def _built(cls, settings: dict, key: str):
-    """``cls(**settings)``, validated; a bad field becomes a ConfigError naming ``key``."""
-    try:
-        spec = cls(**settings)
-        spec.validate(key)
-    except TypeError as e:
-        raise ConfigError(f"{key}: {e}") from None
-    except SpecError as e:
-        raise ConfigError(str(e)) from None
-    return spec
 
 
 def stop_spec(exp, config, key) -> StopSpec:
@@ -256,7 +159,8 @@ COMMON_SETTINGS = {
     "batch_size": {"type": "integer", "minimum": 1},
     "stop": {"type": "object", "additionalProperties": False, "properties": {
         "rule": {"enum": ["converged", "epochs"]}, "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        "max_epochs": {"type": "integer", "minimum": 1}}},
+        "max_epochs": {"type": "integer", "minimum": 1},
+        "restart_every": {"type": ["integer", "null"], "minimum": 1}}},
     "engine": {"type": "object", "additionalProperties": False, "properties": {
         "precision": {"enum": ["fp32", "bf16"]}, "channels_last": {"type": "boolean"}, "compile": {"type": "boolean"}}},
 }
@@ -329,30 +233,6 @@ class Common:
         return parent.replace(keep_optimizer=True) if "optimizer" in wanted else parent
 
 
-def _grid(exp, config, key: str, grid_key: str, section: str, name_field: str, check,
-          allow_empty: bool = False) -> list[tuple[str, str, dict]]:
-    """``<grid_key>: {label: {option: [values]}}`` -> (label, condition name, registry name + options) per
-    combination of values, each checked against its registry entry; the grid is written once. With
-    ``allow_empty``, ``{label: {}}`` is the entry as configured, one setting named by its label."""
-    out = []
-    for label, options in (exp.get(grid_key) or {}).items():
-        name, base = _entry(section, label, config, f"{key}.{grid_key}", name_field)
-        if allow_empty and not options:
-            check(name, base, f"{key}.{grid_key}.{label}")
-            out.append((label, label, {"name": name, "options": dict(base)}))
-            continue
-        if not isinstance(options, Mapping) or not options or not all(isinstance(v, list) and v for v in options.values()):
-            raise ConfigError(f"{key}.{grid_key}.{label}: must map each option to a non-empty list of values")
-        for values in itertools.product(*options.values()):
-            chosen = dict(zip(options, values))
-            condition = label + " " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in chosen.items())
-            opts = {**base, **chosen}
-            check(name, opts, f"{key}.{grid_key}.{label}")
-            out.append((label, condition, {"name": name, "options": opts}))
-    return out
-
-
 def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> Common:
     key = f"experiments.{name}"
     seeds = _labels_list(exp, "seeds", key)
@@ -363,7 +243,7 @@ def common_settings(name: str, exp: Mapping[str, Any], config: Mapping[str, Any]
     optimizers = _labels_list(exp, "optimizers", key)
     inits = _labels_list(exp, "inits", key, default=(config.get("defaults") or {}).get("inits"))
     init_specs = {label: init_spec(label, config, f"{key}.inits[{i}]") for i, label in enumerate(inits)}
-    for _, condition, entry in _grid(exp, config, key, "init_grid", "inits", "strategy", _check_strategy):
+    for _, condition, entry in _grid(exp, config, key, "init_grid", "inits"):
         init_specs[condition] = InitSpec(entry["name"], entry["options"])
     return Common(
         key=key, seeds=seeds,
@@ -395,7 +275,7 @@ _GRID = {"type": "object", "additionalProperties": {"type": "object", "minProper
 def term_conditions(c: Common, exp, config) -> list[tuple[dict[str, Any], tuple[TermSpec, ...]]]:
     """The loss-term conditions of an experiment: (labels, terms) per value of its ``term_grid`` (each
     added to the experiment's ``terms``), or the one condition of its ``terms`` without a grid."""
-    grid = _grid(exp, config, c.key, "term_grid", "terms", "term", _check_term)
+    grid = _grid(exp, config, c.key, "term_grid", "terms")
     if not grid:
         return [({}, c.terms)]
     return [({"term": label, "condition": condition}, c.terms + (TermSpec(entry["name"], entry["options"]),))
@@ -520,12 +400,10 @@ def plan_checkpoints(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapp
 def plan_online(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Online learning (Figures 2, 8, 9): one stream per dataset x model x optimiser x policy x init x
     seed; each round adds ``round_size`` samples chosen by the policy and retrains to convergence."""
-    from .policies import POLICIES
-
     c = common_settings(name, exp, config)
     policies = _labels_list(exp, "policies", c.key)
     for i, p in enumerate(policies):
-        _as_config_error(POLICIES.lookup, p, f"{c.key}.policies[{i}]")
+        checked("policies", p, {}, f"{c.key}.policies[{i}]")
     round_size, max_samples = exp.get("round_size", 100), exp.get("max_samples")
     datasets = _datasets(exp, config, c.key)
     for d, m, o, policy, label, seed in itertools.product(datasets, c.models, c.optimizers, policies, c.inits,
@@ -599,10 +477,8 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
         if in_inits == in_terms:
             raise ConfigError(f"{c.key}.remedies.{label}: must be a label under exactly one of 'inits:' and "
                               f"'terms:'")
-        section, field_name, check = (("inits", "strategy", _check_strategy) if in_inits
-                                      else ("terms", "term", _check_term))
-        entries = _grid({"grid": {label: grid or {}}}, config, f"{c.key}.remedies", "grid", section, field_name,
-                        check, allow_empty=True)
+        entries = _grid({"grid": {label: grid or {}}}, config, f"{c.key}.remedies", "grid",
+                        "inits" if in_inits else "terms", allow_empty=True)
         for _, setting, entry in entries:
             if in_inits:
                 conditions.append(("remedy", label, setting, InitSpec(entry["name"], entry["options"]), ()))
@@ -624,10 +500,8 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
     online = exp.get("online")
     if online is None:
         return
-    from .policies import POLICIES
-
     policy = online.get("policy", "random")
-    _as_config_error(POLICIES.lookup, policy, f"{c.key}.online.policy")
+    checked("policies", policy, {}, f"{c.key}.online.policy")
     first_optimizer = next(iter(c.optimizers))  # a label c.run knows; the stream's own optimiser replaces it
     optimizer = online.get("optimizer", first_optimizer)
     opt = optimizer_spec(optimizer, config, f"{c.key}.online.optimizer")
@@ -668,16 +542,17 @@ def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -
 
 
 def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
-    """The training jobs of ``plan``: the runs of one stackable condition (``checks.stackable``) whose
-    seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack; every other run
-    (and every run, with ``stack_seeds`` 1) trains alone, in a block named after it. A pure function of
-    the plan: the same blocks before, during and after training."""
+    """The training jobs of ``plan``: the runs of one condition of the stacked engine (``checks.stackable``)
+    whose seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack (with
+    ``stack_seeds`` 1, a stack of one each); every other run trains alone, in a block named after it. A
+    pure function of the plan: the same blocks before, during and after training. How seeds are grouped
+    changes no run's numbers (``runner.run_block``)."""
     from .checks import stackable
 
     groups: dict[tuple, list[RunSpec]] = {}
     blocks: dict[str, Block] = {}
     for spec in plan.runs.values():
-        if stack_seeds > 1 and stackable(spec):
+        if stackable(spec):
             groups.setdefault((condition_key(spec), spec.seed // stack_seeds), []).append(spec)
         else:
             blocks[spec.name] = Block(spec.name, (spec,), stacked=False)

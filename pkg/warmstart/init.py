@@ -99,10 +99,13 @@ def initialise(strategy: str, options: Mapping[str, Any], ctx: InitContext) -> n
     return entry.apply(ctx, **options)
 
 
-@register_strategy("random", needs_parent=False)
-def random_init(ctx: InitContext) -> nn.Module:
-    """A fresh initialisation: the model as built under the run's seed; any parent is ignored."""
-    return ctx.fresh
+@register_strategy("random", needs_parent=False, choices={"draw": ("run_seed", "new")})
+def random_init(ctx: InitContext, draw: str = "run_seed") -> nn.Module:
+    """A fresh initialisation; any parent is ignored. ``draw``: ``run_seed`` (the default), the model as
+    built under the run's seed, so a phase-2 random run starts from the same weights as its phase-1 run
+    (the two phases differ only in their data); ``new``, another draw, seeded by the run's seed, as in the
+    authors' code, which builds a new model for phase 2."""
+    return ctx.fresh if draw == "run_seed" else ctx.new_model("random")
 
 
 def _keeps_optimizer(options: Mapping[str, Any]) -> bool:

@@ -1,7 +1,8 @@
 """Model registry: ``build_model(spec, input_shape, num_classes)`` looks a model up by its ``arch`` name.
 
 Every model takes any per-sample input shape the datasets give: images (C, H, W) and vectors (L,).
-Adding a model is one decorated function here; ``stackable`` says whether several seeds of it can train
+Adding a model is one decorated function here, its options its keyword parameters after the input shape
+and the number of classes (checked, names and annotated types, before any job runs); ``stackable`` says whether several seeds of it can train
 as one stack of batched matrix products (``warmstart.train.StackedModels``: Flatten, Linear, Tanh and
 ReLU layers in an ``nn.Sequential``, no buffers). Architectures that need a module class of their own
 keep it in ``warmstart.nets``; torch is imported inside the builders, since planning reads this registry
@@ -10,11 +11,11 @@ and must not pay torch's import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
-from .registry import Registry
+from .registry import Registry, check_options
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -23,26 +24,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    build: Callable[..., nn.Module]
+    build: Callable[..., nn.Module]  # (input_shape, num_classes, **options) -> the model
     stackable: bool
+    choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
+
+    def check(self, options: Mapping[str, Any], key: str) -> None:
+        check_options(self.build, options, key, skip=2, choices=self.choices)
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, stackable: bool = False):
+def register_model(name: str, stackable: bool = False, choices: Mapping[str, tuple] | None = None):
     def decorate(fn):
-        MODELS.add(name, ModelEntry(fn, stackable))
+        MODELS.add(name, ModelEntry(fn, stackable, dict(choices or {})))
         return fn
     return decorate
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    entry = MODELS.lookup(spec.arch, "model.arch")
-    try:
-        return entry.build(tuple(input_shape), num_classes, **spec.options)
-    except TypeError as e:  # an unknown option reaches the builder as an unexpected keyword
-        raise SpecError(f"model.options: {spec.arch}: {e}") from None
+    entry = MODELS.check(spec.arch, spec.options, "model.options", "model.arch")
+    return entry.build(tuple(input_shape), num_classes, **spec.options)
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
@@ -61,7 +63,7 @@ def head_parameter_names(model: nn.Module) -> list[str]:
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU"}  # option value -> torch.nn class
 
 
-@register_model("mlp", stackable=True)
+@register_model("mlp", stackable=True, choices={"activation": tuple(ACTIVATIONS)})
 def mlp(input_shape, num_classes, hidden: int = 100, depth: int = 3, activation: str = "tanh") -> nn.Module:
     """``depth`` linear layers with ``hidden`` units between them. The paper says tanh; the authors'
     public code uses ReLU, hence ``activation``."""

@@ -2,16 +2,18 @@
 
 Adding one is one decorated function here. ``elementwise`` says whether each element's update depends
 only on that element's gradient and state, so that one optimiser over S seeds' stacked tensors is S
-independent optimisers (stacking needs this); ``momentum`` whether it takes the spec's momentum. torch is
+independent optimisers (stacking needs this); ``momentum`` whether it takes the spec's momentum. Every
+optimiser's options are the fields of ``OptimizerSpec`` (checked, names and types, before any job). torch is
 imported inside the builders: planning reads this registry and must not pay torch's import.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
-from .registry import Registry
+from .registry import Registry, check_options
 from .spec import OptimizerSpec
 
 if TYPE_CHECKING:
@@ -24,9 +26,14 @@ class Optimizer:
     elementwise: bool
     momentum: bool
 
-    def check(self, spec: OptimizerSpec, key: str) -> None:
-        if spec.momentum and not self.momentum:
-            raise SpecError(f"{key}.momentum: {spec.name!r} takes no momentum")
+    def check(self, options: Mapping[str, Any] | OptimizerSpec, key: str) -> None:
+        """``options``: the fields of an ``OptimizerSpec`` but its name (as the config gives them), or the
+        spec itself."""
+        if isinstance(options, OptimizerSpec):
+            options = {k: v for k, v in dataclasses.asdict(options).items() if k != "name"}
+        check_options(OptimizerSpec, options, key, skip=1)
+        if options.get("momentum") and not self.momentum:
+            raise SpecError(f"{key}.momentum: this optimiser takes no momentum")
 
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")

@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from .registry import Registry
+from .registry import Registry, takes_options
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-POLICIES: Registry[Callable[["SelectionContext", int], torch.Tensor]] = Registry("selection policy")
+# A policy takes no options from the config (checking them refuses any).
+POLICIES: Registry[Callable[["SelectionContext", int], torch.Tensor]] = Registry("selection policy",
+                                                                               check=takes_options(skip=2))
 
 
 def register_policy(name: str):

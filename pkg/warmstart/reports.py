@@ -52,14 +52,18 @@ class Report:
     tables: tuple[str, ...]  # the experiment tables it reads, in order: summary, epochs and/or rounds
     draw: Callable  # (*frames, *output paths, title=...) -> None or a frame
     outputs: tuple[str, ...] = ("pdf",)  # file extensions it writes, figures/<experiment>.<ext>
+    shows: str = ""  # what the figure or table shows, for its title
+
+    def title(self, experiment: str) -> str:
+        return f"{experiment}: {self.shows}"
 
 
 REPORTS: Registry[Report] = Registry("report")
 
 
-def register_report(name: str, tables: str | tuple[str, ...], outputs: tuple[str, ...] = ("pdf",)):
+def register_report(name: str, tables: str | tuple[str, ...], outputs: tuple[str, ...] = ("pdf",), *, shows: str):
     def decorate(fn):
-        REPORTS.add(name, Report((tables,) if isinstance(tables, str) else tuple(tables), fn, outputs))
+        REPORTS.add(name, Report((tables,) if isinstance(tables, str) else tuple(tables), fn, outputs, shows))
         return fn
     return decorate
 
@@ -160,7 +164,8 @@ def write_tables(long, wide, csv_path, md_path, pdf_path, title: str, note: str)
     _save(fig, pdf_path)
 
 
-@register_report("table", "summary", outputs=("csv", "md", "pdf"))
+@register_report("table", "summary", outputs=("csv", "md", "pdf"),
+                 shows="phase-2 validation accuracy, warm start vs fresh start (Table 1)")
 def write_table(summary, csv_path, md_path, pdf_path, title: str = ""):
     """Table 1: long CSV (one row per condition x init), paper-layout Markdown, and the same as a PDF."""
     table = batch_table(summary)
@@ -234,7 +239,7 @@ def init_curves(epochs) -> dict[str, "pd.DataFrame"]:
     return curves
 
 
-@register_report("curves", "epochs")
+@register_report("curves", "epochs", shows="learning curves through both phases (Figure 1)")
 def plot_learning_curves(epochs, pdf_path, title: str = "") -> None:
     """Figure 1: training and validation accuracy against epoch. An init that starts from the phase-1
     model shows the phase-1 epochs (on the phase-1 fraction) first and its phase-2 epochs after them; a
@@ -276,7 +281,8 @@ def _mean_band(ax, frame, x: str, y: str, color: str, label: str) -> None:
 
 # -- Figures 2, 8, 9 -----------------------------------------------------------------------------------
 
-@register_report("online", "rounds")
+@register_report("online", "rounds",
+                 shows="accuracy and training time as data arrive, per round (Figures 2, 8, 9)")
 def plot_online(rounds, pdf_path, title: str = "") -> None:
     """Figures 2, 8, 9: validation accuracy and training time per round against the number of samples
     in the training set, one line per init; mean +- std over seeds."""
@@ -320,7 +326,8 @@ def crossover_fraction(summary, init: str, baseline: str) -> float | None:
     return None
 
 
-@register_report("transfer", "summary")
+@register_report("transfer", "summary",
+                 shows="accuracy on a fraction of the target task, from the source model vs afresh (Figure 3)")
 def plot_transfer(summary, pdf_path, title: str = "") -> None:
     """Figure 3: target validation accuracy against the fraction of the target's training pool, one line
     per init; where an init that starts from the source model crosses below the first baseline, the
@@ -363,7 +370,8 @@ def pareto_front(frame, x: str, y: str):
     return ordered.loc[keep]
 
 
-@register_report("sweep", "summary")
+@register_report("sweep", "summary",
+                 shows="accuracy vs training time over batch sizes and learning rates (Figure 4)")
 def plot_sweep(summary, pdf_path, title: str = "") -> None:
     """Figure 4: the validation accuracy of every phase-2 model of the sweep against its phase-2 cost,
     one colour per init, with each init's Pareto front. Left: training seconds (pre-training excluded);
@@ -387,7 +395,8 @@ def plot_sweep(summary, pdf_path, title: str = "") -> None:
     _finish(fig, pdf_path, title)
 
 
-@register_report("correlation", "summary")
+@register_report("correlation", "summary",
+                 shows="accuracy vs correlation of the final with the initial weights (Figure 5)")
 def plot_correlation(summary, pdf_path, title: str = "") -> None:
     """Figure 5: for every phase-2 model that started from a parent, the Pearson correlation of its final
     weights with its starting (phase-1) weights (the init_distance probe) against its validation
@@ -411,7 +420,7 @@ def plot_correlation(summary, pdf_path, title: str = "") -> None:
 
 # -- Figure 6: gradients ---------------------------------------------------------------------------------
 
-@register_report("gradients", "epochs")
+@register_report("gradients", "epochs", shows="gradient norms on the phase-1 (old) and new data (Figure 6)")
 def plot_gradients(epochs, pdf_path, title: str = "") -> None:
     """Figure 6: the norm of the mean gradient during training (the grad_norm probe), mean +- std over
     seeds. Left: phase 1, on its data. Right: phase 2 of each init with a parent, on the old (phase-1)
@@ -456,7 +465,7 @@ def checkpoint_damage(epochs):
     return out.assign(baseline=base_init)
 
 
-@register_report("checkpoints", "epochs")
+@register_report("checkpoints", "epochs", shows="warm starts from later phase-1 checkpoints (Figure 7)")
 def plot_checkpoints(epochs, pdf_path, title: str = "") -> None:
     """Figure 7: left, the validation accuracy along phase 1; right, the phase-2 accuracy of the model
     warm-started from each phase-1 checkpoint, relative to the baseline (percent difference), against the
@@ -498,7 +507,8 @@ def condition_table(summary):
     return table, wide[columns].rename(columns={i: f"{i} val. acc. %" for i in init_order(summary)})
 
 
-@register_report("conditions", "summary", outputs=("csv", "md", "pdf"))
+@register_report("conditions", "summary", outputs=("csv", "md", "pdf"),
+                 shows="regularised warm and fresh starts (Tables 2 and 5)")
 def write_condition_table(summary, csv_path, md_path, pdf_path, title: str = ""):
     table, wide = condition_table(summary)
     note = ("Validation accuracy (%) of the phase-2 models, mean (std) over seeds, per loss-term setting "
@@ -530,7 +540,8 @@ def init_table(summary):
     return long, wide
 
 
-@register_report("inits", "summary", outputs=("csv", "md", "pdf"))
+@register_report("inits", "summary", outputs=("csv", "md", "pdf"),
+                 shows="warm starts with added noise vs a fresh start (Table 3)")
 def write_init_table(summary, csv_path, md_path, pdf_path, title: str = ""):
     long, wide = init_table(summary)
     note = ("Per init: phase-2 validation accuracy (%), mean (std) over seeds, and the mean training time "
@@ -593,7 +604,8 @@ def leaderboard(summary, rounds=None):
     return settings, best.reset_index(drop=True)
 
 
-@register_report("leaderboard", ("summary", "rounds"), outputs=("csv", "md", "pdf"))
+@register_report("leaderboard", ("summary", "rounds"), outputs=("csv", "md", "pdf"),
+                 shows="remedies for warm starting: accuracy, gap closed and compute")
 def write_leaderboard(summary, rounds, csv_path, md_path, pdf_path, title: str = ""):
     """The leaderboard: per protocol, each remedy at its best setting, sorted by gap closed, as CSV and
     Markdown; the PDF plots accuracy against compute (every setting of every grid, each remedy's Pareto

@@ -13,7 +13,8 @@
   last epoch (e.g. corr_with_start)
 ``epochs.parquet``: one row per run and epoch, with the same label columns plus run_id and the per-epoch
 record: epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, samples_seen, then one column per
-value its probes measure (e.g. grad_norm_old).
+value the experiment's probes measure (e.g. grad_norm_old; read from the run's probe tables, so a probe
+another experiment added to a shared run does not appear here).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import PlannedRun
-from .records import probe_columns
+from .plan_io import probe_file
+from .records import EPOCH_FIELDS, probe_columns
 from .spec import RunSpec, StreamSpec
 
 SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
@@ -44,7 +46,10 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
             "parent_run_id": None if p.spec.parent is None else p.spec.parent.run_id,
             "arch": p.spec.model.arch, "train_fraction": p.spec.train_fraction,
         }
-        epochs = pd.read_parquet(run_dir / "epochs.parquet").drop(columns=["run_id"])
+        epochs = pd.read_parquet(run_dir / "epochs.parquet", columns=list(EPOCH_FIELDS))
+        for probe in p.spec.probes:  # the experiment's own probes: what other experiments measure stays out
+            epochs = epochs.merge(pd.read_parquet(run_dir / probe_file(probe)), on="epoch", how="left",
+                                  validate="one_to_one")
         probed = {c: epochs[c].iloc[-1] for c in probe_columns(epochs.columns)}  # after the last epoch
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
                      **{k: metrics.get(k, default) for k, default in LATER_METRICS.items()},

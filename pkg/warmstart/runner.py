@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -30,9 +29,12 @@ from torch import nn
 from .checks import check_names, stackable
 from .datasets import DeviceData, load_prepared
 from .init import InitContext, InitCost, derived_seed, initialise
-from .io import save_json, save_parquet, save_torch
+from .io import load_torch, save_json, save_parquet, save_torch
 from .models import build_model, count_parameters
+from .plan_io import probe_file, run_dict
 from .probes import PROBES, BoundProbe
+from .provenance import provenance
+from .records import EPOCH_FIELDS
 from .spec import RunSpec
 from .splits import Split, load_split
 from .terms import TERMS, BoundTerm
@@ -98,6 +100,8 @@ def start_seed(spec: RunSpec, data: DeviceData, split: Split, parent_state: dict
         origin=origin_params, cost=InitCost())
     ctx.train = _strategy_trainer(spec, data, train_idx, split, ctx.cost, seed)
     model = initialise(spec.init.strategy, spec.init.options, ctx) if apply_strategy else fresh
+    if origin is None and spec.parent is None:
+        origin_params = parameter_snapshot(model)  # a lineage that begins here begins at this run's start
     term_states = []
     for t in spec.terms:
         setup = TERMS[t.name].setup
@@ -278,23 +282,26 @@ def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: i
         "precision": result.engine.precision,  # what ran: a bf16 spec runs in fp32 where bf16 does not pay
         "channels_last": result.engine.channels_last,
         "compiled": result.engine.compile,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **provenance(device),  # warmstart_version, git_commit, torch, python, device, threads
     }
 
 
 def write_run(spec: RunSpec, out_dir: Path, model: nn.Module, result: TrainResult, metrics: dict) -> None:
-    """Write the run directory (RUN_FILES, and the optimiser state when kept), each file atomically and
-    the model last."""
+    """Write the run directory, each file atomically and the model last: RUN_FILES (``epochs.parquet``
+    holds the fields every run records), one table per probe (``plan_io.probe_file``: epoch and the
+    probe's columns), and the optimiser state when kept. ``spec.json`` holds the spec without its
+    requests: every file but the requested extras is a function of the run's identity."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(spec.to_dict(), out_dir / "spec.json")
+    save_json(run_dict(spec), out_dir / "spec.json")
     save_json(metrics, out_dir / "metrics.json")
-    epochs = pd.DataFrame(result.history)
+    history = pd.DataFrame(result.history)
+    epochs = history[list(EPOCH_FIELDS)]
     epochs.insert(0, "run_id", spec.run_id)
     save_parquet(epochs, out_dir / "epochs.parquet")
+    for probe, columns in zip(spec.probes, result.probe_columns, strict=True):
+        save_parquet(history[["epoch", *columns]], out_dir / probe_file(probe))
     if spec.keep_optimizer:
         save_torch(result.optimizer_state, out_dir / "optimizer.pt")
     save_torch(cpu_state(model), out_dir / "model.pt")
@@ -342,7 +349,7 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
     data = load_prepared(data_path, dev)
     splits = [load_split(p) for p in split_paths]
     parents = [load_parent(s, p, dev) for s, p in zip(specs, parent_model_paths)]
-    parent_opts = [None if p is None else torch.load(p, map_location=dev, weights_only=False)
+    parent_opts = [None if p is None else load_parent_file(p, dev, "the parent's optimiser state")
                    for p in parent_optimizer_paths]
     out_dirs = [Path(d) for d in out_dirs]
     resume = Path(resume_path) if resume_path else out_dirs[0] / "resume.pt"
@@ -388,4 +395,14 @@ def setup_job(device: str, threads: int | None, log: Callable[[str], None]) -> t
 def load_parent(spec: RunSpec, parent_model_path, device: torch.device) -> dict | None:
     if spec.parent is None or parent_model_path is None:
         return None
-    return torch.load(parent_model_path, map_location=device, weights_only=True)
+    return load_parent_file(parent_model_path, device, "the parent model")
+
+
+def load_parent_file(path, device: torch.device, what: str):
+    """A parent run's file (its model, a checkpoint, its optimiser state), checked (``io.load_torch``); a
+    damaged one names the parent run's directory to delete, so that the workflow trains it again."""
+    path = Path(path)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return load_torch(path, what=what, map_location=device,
+                      fix=f"Delete the parent run's directory {run_dir} and run the workflow again: it trains the "
+                          "parent again, then this run")

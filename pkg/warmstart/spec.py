@@ -98,11 +98,17 @@ class StopSpec:
     ``converged``: stop as soon as the epoch's running training accuracy reaches ``threshold`` (the paper's
     "trained to convergence", 0.99), or after ``max_epochs`` whichever comes first.
     ``epochs``: train exactly ``max_epochs`` epochs (Figure 1 uses 350 + 350).
+
+    The training accuracy the ``converged`` rule compares is the running accuracy of the epoch in train
+    mode. ``restart_every``: None (the default) counts every batch of the epoch; k counts only the batches
+    since the counts last restarted, which they do every k batches (at batches 0, k, 2k, ...), as the
+    authors' code does with k = 10. The reported ``train_acc`` is the whole epoch's either way.
     """
 
     rule: str = "converged"
     threshold: float = 0.99
     max_epochs: int = 300
+    restart_every: int | None = None
 
     def __post_init__(self) -> None:
         _coerce_floats(self, "stop", "threshold")
@@ -112,6 +118,8 @@ class StopSpec:
         _check(0 < self.threshold <= 1, f"{key}.threshold", f"must be in (0, 1], got {self.threshold!r}")
         _check(_is_int(self.max_epochs) and self.max_epochs >= 1, f"{key}.max_epochs",
                f"must be a positive integer, got {self.max_epochs!r}")
+        _check(self.restart_every is None or (_is_int(self.restart_every) and self.restart_every >= 1),
+               f"{key}.restart_every", f"must be a positive integer or null, got {self.restart_every!r}")
 
     def reached(self, train_acc: float) -> bool:
         """Whether an epoch with this training accuracy ends training under the ``converged`` rule."""
@@ -127,7 +135,10 @@ class StopSpec:
         # threshold does not needlessly re-train fixed-epoch runs.
         if self.rule == "epochs":
             return {"rule": "epochs", "max_epochs": self.max_epochs}
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.restart_every is None:  # added later: runs made before it keep their ids
+            del d["restart_every"]
+        return d
 
 
 @dataclass(frozen=True)

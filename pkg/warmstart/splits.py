@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import save_torch
+from .io import load_torch, save_torch
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,5 @@ def save_split(split: Split, path: str | Path) -> None:
 
 
 def load_split(path: str | Path) -> Split:
-    import torch
-
-    d = torch.load(path, weights_only=True)
+    d = load_torch(path, what="the split", fix=f"Delete {path} and run the workflow again: it makes the split again")
     return Split(validation=d["validation"], pool=d["pool"])

@@ -19,7 +19,7 @@ import torch
 
 from .datasets import DeviceData
 from .init import STRATEGIES
-from .io import save_torch
+from .io import load_torch, save_torch
 from .policies import POLICIES, SelectionContext
 from .records import probe_columns
 from .runner import build_seeded, check_names, run_state, start_seed
@@ -65,7 +65,8 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
 
     state_path = Path(state_path) if state_path else None
     if state_path is not None and state_path.exists():
-        saved = torch.load(state_path, map_location=device, weights_only=False)
+        saved = load_torch(state_path, what="the stream's state", map_location=device,
+                           fix=f"Delete {state_path}: the stream then starts again from its first round")
         if saved.get("tag") == spec.stream_id:
             rows, chosen, previous_state = saved["rows"], saved["chosen"].to(device), saved["model"]
             previous_optimizer = saved.get("optimizer")
@@ -131,12 +132,14 @@ def run_stream(spec: StreamSpec, data: DeviceData, split: Split, *, state_path: 
 def execute_stream(spec: StreamSpec, data_path, split_path, out_dir, *, device: str = "auto",
                    threads: int | None = None, state_path=None,
                    log: Callable[[str], None] | None = None) -> list[dict]:
-    """Load inputs, run or resume the stream, write ``spec.json`` and ``rounds.parquet`` atomically.
+    """Load inputs, run or resume the stream, write ``spec.json`` (the spec, and under ``provenance`` what
+    ran it: ``provenance.provenance``) and ``rounds.parquet`` atomically.
     The per-round state lives at ``state_path`` (default ``<out_dir>/state.pt``) until the stream is done."""
     import pandas as pd
 
     from .datasets import load_prepared
     from .io import save_json, save_parquet
+    from .provenance import provenance
     from .runner import setup_job
     from .splits import load_split
 
@@ -151,7 +154,8 @@ def execute_stream(spec: StreamSpec, data_path, split_path, out_dir, *, device: 
     rows = run_stream(spec, load_prepared(data_path, dev), load_split(split_path), state_path=state_path, log=log)
     frame = pd.DataFrame(rows)
     frame.insert(0, "stream_id", spec.stream_id)
-    save_json(spec.to_dict(), out_dir / "spec.json")
+    # what produced the rounds, beside the spec: rounds.parquet's columns stay the rounds' numbers
+    save_json({**spec.to_dict(), "provenance": provenance(dev)}, out_dir / "spec.json")
     save_parquet(frame, out_dir / "rounds.parquet")
     state_path.unlink(missing_ok=True)
     log(f"done: {len(rows)} rounds in {time.time() - started:.1f}s wall")

@@ -45,14 +45,12 @@ class Term:
     choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
 
     def check(self, options: Mapping[str, Any], key: str) -> None:
-        check_options(self.penalty, options, key, choices=self.choices)
-        for name, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise SpecError(f"{key}.{name}: must be a number or a name, got {value!r}")
-        coef = options.get("coef")
-        if coef is not None and (isinstance(coef, (str, bool)) or coef < 0):
+        """The options are the penalty's keyword parameters (``check_options``); a coefficient is >= 0."""
+        coef = options.get("coef", 0)
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or coef < 0:
             raise SpecError(f"{key}.coef: must be a number >= 0, got {coef!r} (write 1e-3 as 1.0e-3: "
                             "YAML reads 1e-3 as a string)")
+        check_options(self.penalty, options, key, choices=self.choices)
 
 
 TERMS: Registry[Term] = Registry("loss term")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import save_torch
+from .io import load_torch, save_torch
 from .optimizers import build_optimizer
 from .probes import BoundProbe, ProbeContext
 from .records import EPOCH_FIELDS  # noqa: F401  (the record's columns; also read from here)
@@ -305,6 +305,7 @@ class RunState:
     terms: list[BoundTerm] = field(default_factory=list)
     probes: list[BoundProbe] = field(default_factory=list)
     anchors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    probe_columns: list[list[str]] = field(default_factory=list)  # the columns each probe measured, in order
 
     def keep(self, index: torch.Tensor) -> None:
         for anchor in self.anchors.values():
@@ -337,16 +338,21 @@ def batch_objective(trainee, xb: torch.Tensor, yb: torch.Tensor, run: RunState,
 
 
 def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
-                batch_size: int, run: RunState | None = None,
-                resolved: ResolvedEngine = ResolvedEngine()) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int, run: RunState | None = None, resolved: ResolvedEngine = ResolvedEngine(),
+                restart_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, int]]:
     """One pass of every seed over its batch order ``order`` [S, n] (indices into x, y). Returns each
     seed's summed cross-entropy and correct count as device tensors [S] (read them once, after the epoch:
-    reading per step would synchronise the host every step)."""
+    reading per step would synchronise the host every step), and the correct count [S] and sample count
+    since the counts last restarted (every ``restart_every`` batches; None: the whole epoch), which the
+    stop rule reads (``StopSpec.restart_every``)."""
     run = run or RunState()
     s, n = order.shape
     loss_sum = torch.zeros(s, device=x.device)
     correct = torch.zeros(s, device=x.device, dtype=torch.long)
-    for start in range(0, n, batch_size):
+    restarted, restarted_at = correct.clone(), 0
+    for batch, start in enumerate(range(0, n, batch_size)):
+        if restart_every and batch % restart_every == 0:
+            restarted, restarted_at = correct.clone(), start
         if s == 1:  # a 1-D gather is cheaper; the views give the same [1, B, ...] shapes
             idx = order[0, start:start + batch_size]
             xb, yb = x[idx].unsqueeze(0), y[idx].unsqueeze(0)
@@ -359,7 +365,7 @@ def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.T
         opt.step()
         loss_sum += ce.detach() * yb.shape[1]
         correct += (logits.detach().argmax(-1) == yb).sum(1)
-    return loss_sum, correct
+    return loss_sum, correct, (correct - restarted, n - restarted_at)
 
 
 @contextlib.contextmanager
@@ -425,6 +431,7 @@ class TrainResult:
     train_time_s: float  # training only: evaluation and probes excluded
     engine: ResolvedEngine = field(default_factory=ResolvedEngine)
     optimizer_state: dict | None = None  # the final optimiser state, when asked to keep it
+    probe_columns: list[list[str]] = field(default_factory=list)  # per probe of the run: its columns
 
     @property
     def converged(self) -> bool:
@@ -496,8 +503,9 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
 
     Seed i's batch order comes from its own generator, ``manual_seed(2 * seeds[i] + 1)``, one ``randperm``
     per epoch over its own training indices, so it depends only on the seed, not on what else is stacked.
-    Training accuracy is the running accuracy over the epoch in train mode, as in the authors' code; it
-    is what the ``converged`` stop rule compares with the threshold. With ``evaluate_every_epoch`` off,
+    Training accuracy is the running accuracy over the epoch in train mode; the ``converged`` stop rule
+    compares it (or, with ``stop.restart_every``, its counts since they last restarted, as the authors'
+    code does every 10 batches) with the threshold. With ``evaluate_every_epoch`` off,
     a seed is evaluated only after its last epoch (the other records hold NaN). ``epoch_time_s`` of a seed
     is the epoch's training time divided by the seeds trained in it (its share of the shared work).
     After each epoch in ``export_at``, every seed's row is written into its own module before ``on_epoch``.
@@ -521,7 +529,8 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
     subset = data
 
     if checkpointing is not None and checkpointing.path.exists():
-        saved = torch.load(checkpointing.path, weights_only=False, map_location=device)
+        saved = load_torch(checkpointing.path, what="the resume state", map_location=device,
+                           fix=f"Delete {checkpointing.path}: the job then starts its runs from the beginning")
         if saved.get("tag") == checkpointing.tag:
             active, histories, stopped_by, train_time = (saved["active"], saved["histories"], saved["stopped_by"],
                                                          saved["train_time"])
@@ -547,12 +556,14 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
             t0 = time.perf_counter()
             perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active]).to(device, non_blocking=True)
             order = torch.gather(subset.train_idx, 1, perms)
-            loss_sum, correct = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run, resolved)
+            loss_sum, correct, (recent, n_recent) = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run,
+                                                                resolved, stop.restart_every)
             _synchronize(device)
             epoch_time = (time.perf_counter() - t0) / len(active)
 
-            loss_sum, correct = loss_sum.tolist(), correct.tolist()
-            done = [row for row, i in enumerate(active) if stop.reached(correct[row] / n) or epoch + 1 == stop.max_epochs]
+            loss_sum, correct, recent = loss_sum.tolist(), correct.tolist(), recent.tolist()
+            reached = [stop.reached(recent[row] / n_recent) for row in range(len(active))]
+            done = [row for row in range(len(active)) if reached[row] or epoch + 1 == stop.max_epochs]
             if evaluate_every_epoch or done:
                 val_loss, val_acc = evaluate_rows(trainee, data.x, data.y, subset.val_idx, eval_batch_size, resolved)
             measured = _measure(trainee, data, subset, run, resolved, eval_batch_size)
@@ -563,7 +574,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
                                       val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
                                       epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
                 histories[i].append(record)
-                if stop.reached(record["train_acc"]):
+                if reached[row]:
                     stopped_by[i] = "threshold"
                 if record["epoch"] in export_at:  # e.g. a kept checkpoint: seed i's module holds its weights
                     trainee.export(row)
@@ -606,7 +617,7 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
                     raise SystemExit(f"{signalled[0]}: saved resumable state after epoch {epoch + 1} to "
                                      f"{checkpointing.path}; the job resumes from it when it runs again")
 
-    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept_states.get(i))
+    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept_states.get(i), run.probe_columns)
             for i in range(s_all)]
 
 
@@ -620,9 +631,12 @@ def _measure(trainee, data: TrainData, subset: TrainData, run: RunState, resolve
                        objective=summed_cross_entropy(trainee, data.x, data.y, resolved),
                        eval_batch_size=eval_batch_size)
     out: dict[str, list[float]] = {}
+    run.probe_columns = []
     with eval_mode(trainee):
         for probe in run.probes:
-            for column, values in probe(ctx).items():
+            measured = probe(ctx)
+            run.probe_columns.append(list(measured))
+            for column, values in measured.items():
                 out[column] = values.detach().float().tolist()
     return out
 

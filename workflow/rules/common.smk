@@ -3,11 +3,10 @@
 # gets a new directory and an unchanged one keeps its results.
 #
 # What a training job must know reaches it through files, never through params: the plan is written
-# at parse time to small JSON files under <results>/plan/ (each rewritten only when its content changes,
-# so its modification time says exactly when a run's instructions changed), and a job reads its specs
-# from those input files (warmstart.plan_io). Execution settings that do not change results reach it
-# untracked: channels_last and compile through one ancient() engine file (each job's entry under its
-# name), device and checkpoint_every_s read by the scripts from the config.
+# at parse time to small JSON files under <results>/plan/ (warmstart.plan_io says which file holds what,
+# and why none of them can make a finished run look out of date), and a job reads its specs from those
+# input files. Execution settings that do not change results reach it untracked: device and
+# checkpoint_every_s read by the scripts from the config.
 import dataclasses
 import json
 import textwrap
@@ -18,7 +17,13 @@ import yaml
 from warmstart.experiments import EXPERIMENT_KINDS, run_split_name
 from warmstart.init import STRATEGIES
 from warmstart.io import write_text_if_changed
-from warmstart.plan_io import engines_json, spec_dict, spec_json
+from warmstart.plan_io import (
+    experiment_file_name,
+    experiment_json,
+    jobs_json,
+    probe_file,
+    spec_json,
+)
 from warmstart.reports import REPORTS, caption
 from warmstart.spec import StreamSpec
 
@@ -54,6 +59,7 @@ wildcard_constraints:
     stack="[^/]+",
     stream="[^/]+",
     dataset_key="[^/]+",
+    probe="[^/]+",
     split="[^/]+",
     epoch="[0-9]+",
 
@@ -85,41 +91,45 @@ def block_dir(block):
 
 
 RUN_BLOCK = {spec.name: block for block in BLOCKS.values() for spec in block.specs}
-ENGINE_FILE = f"{RESULTS}/plan/engine.json"
-for _name, _spec in PLAN.runs.items():
-    write_text_if_changed(plan_path("runs", _name), spec_json(_spec))
-for _name, _spec in PLAN.streams.items():
-    write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
-write_text_if_changed(
-    ENGINE_FILE,
-    engines_json(
+JOBS_FILE = f"{RESULTS}/plan/jobs.json"
+EXPERIMENT_PLANS = {}  # experiment -> its plan file, named by its content
+_experiment_contents = {}
+for _name, _planned in PLAN.experiments.items():
+    _experiment_contents[_name] = experiment_json(_planned)
+    EXPERIMENT_PLANS[_name] = plan_path(
+        "experiments", experiment_file_name(_name, _experiment_contents[_name])
+    )
+
+
+def jobs_content():
+    """The jobs file as the current config asks: speed options and each run's requests, per job."""
+    return jobs_json(
         {
             **{name: block.specs[0].engine for name, block in BLOCKS.items()},
             **{name: spec.round.engine for name, spec in PLAN.streams.items()},
-        }
-    ),
-)
-_spec_dicts = {}
-
-
-def _planned_spec_dict(spec):
-    """Experiments share specs (the same objects): each is converted once."""
-    if id(spec) not in _spec_dicts:
-        _spec_dicts[id(spec)] = spec_dict(spec)
-    return _spec_dicts[id(spec)]
-
-
-for _name, _planned in PLAN.experiments.items():
-    write_text_if_changed(
-        plan_path("experiments", _name),
-        json.dumps(
-            [
-                {"spec": _planned_spec_dict(p.spec), "labels": p.labels}
-                for p in _planned
-            ],
-            sort_keys=True,
-        ),
+        },
+        {name: list(block.specs) for name, block in BLOCKS.items()},
     )
+
+
+# The plan is written by the process that plans, once per invocation, never by the parse at the start of
+# each cluster job. Nothing written here can make another config's finished runs look out of date, so a
+# dry run, --lint or --report may write it: a run's spec file is a function of its name, an experiment's
+# plan file is named by its content, and the jobs file (what this config asks of each job, beyond the
+# numbers) is only created here when missing, and brought up to date in `onstart`, when jobs will run.
+if workflow.is_main_process:
+    for _name, _spec in PLAN.runs.items():
+        write_text_if_changed(plan_path("runs", _name), spec_json(_spec))
+    for _name, _spec in PLAN.streams.items():
+        write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
+    for _name, _path in EXPERIMENT_PLANS.items():
+        write_text_if_changed(_path, _experiment_contents[_name])
+    if not Path(JOBS_FILE).exists():
+        write_text_if_changed(JOBS_FILE, jobs_content())
+
+
+onstart:
+    write_text_if_changed(JOBS_FILE, jobs_content())
 
 
 # What `make status` counts (warmstart.status): each planned run's or stream's result, log and resume
@@ -137,24 +147,31 @@ def _status_unit(spec):
     }
 
 
-write_text_if_changed(
-    f"{RESULTS}/plan/status.json",
-    json.dumps({n: [_status_unit(p.spec) for p in ps] for n, ps in PLAN.experiments.items()}),
-)
+if workflow.is_main_process:
+    write_text_if_changed(
+        f"{RESULTS}/plan/status.json",
+        json.dumps(
+            {n: [_status_unit(p.spec) for p in ps] for n, ps in PLAN.experiments.items()}
+        ),
+    )
 
 
 # The HTML report's front page (`snakemake --report report.html`): what the workflow is, and the config.
 REPORT_PAGE = Path(RESULTS).resolve() / "plan" / "report.rst"
-write_text_if_changed(
-    REPORT_PAGE,
-    Path(workflow.source_path("../report/workflow.rst.template"))
-    .read_text()
-    .format(
-        results=RESULTS,
-        config_files=", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml",
-        config=textwrap.indent(yaml.safe_dump(dict(config), sort_keys=False, width=100), "    "),
-    ),
-)
+if workflow.is_main_process:
+    write_text_if_changed(
+        REPORT_PAGE,
+        Path(workflow.source_path("../report/workflow.rst.template"))
+        .read_text()
+        .format(
+            results=RESULTS,
+            config_files=", ".join(map(str, workflow.config_settings.configfiles))
+            or "config.yaml",
+            config=textwrap.indent(
+                yaml.safe_dump(dict(config), sort_keys=False, width=100), "    "
+            ),
+        ),
+    )
 
 
 def planned(table, name):
@@ -204,9 +221,9 @@ def parent_inputs(spec, suffix=""):
 
 def block_inputs(block):
     """Named inputs of a training job: the data, then per run its planned spec, split and parent."""
-    inputs = {"data": data_path(block.specs[0]), "engine": ancient(ENGINE_FILE)}
+    inputs = {"data": data_path(block.specs[0]), "jobs": ancient(JOBS_FILE)}
     for i, spec in enumerate(block.specs):
-        inputs[f"spec{i}"] = plan_path("runs", spec.name)
+        inputs[f"spec{i}"] = ancient(plan_path("runs", spec.name))
         inputs[f"split{i}"] = split_path(spec)
         inputs.update(parent_inputs(planned("runs", spec.name), suffix=str(i)))
     return inputs
@@ -236,7 +253,7 @@ def stream_inputs(wildcards):
     spec = planned("streams", wildcards.stream)
     return {
         "spec": plan_path("streams", spec.name),
-        "engine": ancient(ENGINE_FILE),
+        "jobs": ancient(JOBS_FILE),
         "data": data_path(spec.round),
         "split": split_path(spec),
     }
@@ -244,16 +261,17 @@ def stream_inputs(wildcards):
 
 def summary_inputs(wildcards):
     # metrics.json stands for the run's files: publish_run makes them together (one input per run keeps
-    # the dry run of a large config fast)
-    return [plan_path("experiments", wildcards.experiment)] + [
-        run_path(p.spec, "metrics.json")
-        for p in PLAN.experiments[wildcards.experiment]
-        if not isinstance(p.spec, StreamSpec)
-    ]
+    # the dry run of a large config fast); a probe the experiment measures has a table of its own
+    inputs = [EXPERIMENT_PLANS[wildcards.experiment]]
+    for p in PLAN.experiments[wildcards.experiment]:
+        if not isinstance(p.spec, StreamSpec):
+            inputs.append(run_path(p.spec, "metrics.json"))
+            inputs += [run_path(p.spec, probe_file(probe)) for probe in p.spec.probes]
+    return inputs
 
 
 def rounds_inputs(wildcards):
-    return [plan_path("experiments", wildcards.experiment)] + [
+    return [EXPERIMENT_PLANS[wildcards.experiment]] + [
         stream_path(p.spec, "rounds.parquet")
         for p in PLAN.experiments[wildcards.experiment]
         if isinstance(p.spec, StreamSpec)

@@ -74,6 +74,20 @@ rule publish_optimizer:
         PUBLISH
 
 
+rule publish_probe:
+    input:
+        trained_dir,
+    output:
+        f"{RESULTS}/runs/{{run}}/probes/{{probe}}.parquet",
+    log:
+        f"{RESULTS}/logs/publish/{{run}}.{{probe}}.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        PUBLISH
+
+
 rule publish_checkpoint:
     input:
         trained_dir,

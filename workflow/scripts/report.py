@@ -13,4 +13,4 @@ redirect_to_log(sm)
 report = REPORTS[sm.params.report]
 # the report's own files, in its order (the PNG beside the PDF is written with it)
 report.draw(*(pd.read_parquet(path) for path in sm.input), *(sm.output[ext] for ext in report.outputs),
-            title=f"{sm.wildcards.experiment}: warm start vs baseline")
+            title=report.title(sm.wildcards.experiment))

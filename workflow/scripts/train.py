@@ -13,7 +13,7 @@ slot = claim_gpu(sm)  # held until the job ends
 n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's runs: spec0, spec1, ...
 out = Path(sm.output[0])
 block = out.name
-specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.engine, block) for i in range(n)]
+specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.jobs, block) for i in range(n)]
 execute_runs(
     specs,
     data_path=sm.input.data,

@@ -10,6 +10,6 @@ from warmstart.streams import execute_stream  # noqa: E402
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
 slot = claim_gpu(sm)  # held until the job ends
-spec = read_stream_spec(sm.input.spec, sm.input.engine, sm.wildcards.stream)
+spec = read_stream_spec(sm.input.spec, sm.input.jobs, sm.wildcards.stream)
 execute_stream(spec, sm.input.data, sm.input.split, Path(sm.output.rounds).parent, device=sm.config["device"],
                threads=sm.threads)
