@@ -255,20 +255,35 @@ def test_bf16_on_a_cpu_applies_to_convolutional_models_on_cpus_with_native_bf16(
     assert engine.resolve_engine(bf16, cpu, mlp).precision == "bf16"
 
 
-def test_channels_last_applies_to_convolutional_models_only():
+def test_channels_last_applies_to_convolutional_models_only(monkeypatch):
+    from warmstart import train as engine
     from warmstart.spec import EngineSpec
     from warmstart.train import resolve_engine
 
     resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
     mlp = build_model(ModelSpec("mlp"), (1, 28, 28), 10)
     cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "cpu_channels_last_is_safe", lambda: True)
     assert resolve_engine(EngineSpec(channels_last=True), cpu, resnet).channels_last
     assert not resolve_engine(EngineSpec(channels_last=True), cpu, mlp).channels_last
     assert not resolve_engine(EngineSpec(channels_last=False), cpu, resnet).channels_last
 
 
+def test_channels_last_stays_off_on_a_cpu_whose_nhwc_kernels_are_reported_wrong(monkeypatch):
+    """oneDNN's AVX2 NHWC 1x1 strided convolution backward writes past its workspace (oneDNN#6035)."""
+    from warmstart import train as engine
+    from warmstart.spec import EngineSpec
+
+    resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not engine.resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert engine.resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
+
+
 def test_a_channels_last_bf16_resnet_trains_and_its_weights_stay_loadable():
     from warmstart.spec import EngineSpec
+    from warmstart.train import cpu_channels_last_is_safe
 
     model = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
     g = torch.Generator().manual_seed(0)
@@ -276,7 +291,7 @@ def test_a_channels_last_bf16_resnet_trains_and_its_weights_stay_loadable():
     result = train(model, OptimizerSpec("adam", lr=0.01), x, y, x, y, batch_size=16,
                    stop=StopSpec("epochs", max_epochs=2), seed=0, log=None,
                    engine=EngineSpec(precision="bf16", channels_last=True))
-    assert result.engine.channels_last and len(result.history) == 2
+    assert result.engine.channels_last == cpu_channels_last_is_safe() and len(result.history) == 2
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 master weights
     fresh = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
     fresh.load_state_dict(model.state_dict())

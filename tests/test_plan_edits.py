@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from test_workflow import REPO, planned_training_runs, snakemake, training_jobs
+from test_workflow import REPO, finished, planned_training_runs, snakemake, training_jobs
 from warmstart.io import load_torch
 
 PROBED = "probed"
@@ -75,9 +75,7 @@ def plan_snapshot(workdir) -> dict[str, tuple[bytes, int]]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("study")
-    snakemake(workdir, study_config())
-    return workdir
+    return finished(tmp_path_factory, "study", study_config())
 
 
 def test_the_finished_study_has_nothing_to_do(study):
@@ -126,12 +124,14 @@ def test_dry_run_lint_and_report_with_another_config_leave_every_plan_file_as_it
     del edited["experiments"][PROBED]
     snakemake(study, edited, "-n")
     snakemake(study, edited, "--lint", check=False)
-    snakemake(study, edited, "--report", str(tmp_path / "report.html"))
+    snakemake(study, edited, "--report", str(tmp_path / "report.html"), check=False)  # its outputs do not exist
     after = plan_snapshot(study)
     # what the original config reads is untouched; the edited config only added files of its own
     changed = {k for k in before if after.get(k) != before[k]}
     assert changed <= {"status.json", "report.rst"}, changed
     assert nothing_to_do(study, study_config())
+    snakemake(study, study_config(), "--report", str(tmp_path / "report.html"))
+    assert (tmp_path / "report.html").exists() and nothing_to_do(study, study_config())
 
 
 def test_the_parse_inside_a_cluster_job_writes_no_plan_file(study, tmp_path):

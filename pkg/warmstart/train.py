@@ -74,6 +74,16 @@ class ResolvedEngine:
         return torch.autocast(device.type, dtype=self.autocast)
 
 
+def cpu_channels_last_is_safe() -> bool:
+    """Whether oneDNN's NHWC convolutions can be trusted on this CPU. On CPUs without AVX-512, oneDNN's
+    AVX2 1x1-convolution kernel computes the weight gradient of a strided 1x1 convolution with fewer
+    input channels than its block (8) wrongly in NHWC: it writes past its workspace (a segfault with one
+    thread, wrong gradients or a hang with more; uxlfoundation/oneDNN#6035, open). Measured here: a
+    ResNet-18 of width 4 in channels_last crashes in its first backward pass with one thread on an AVX2
+    CPU. So NHWC on a CPU only where the CPU has AVX-512."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def resolve_engine(engine: EngineSpec | None, device: torch.device, model: nn.Module) -> ResolvedEngine:
     if engine is None:
         return ResolvedEngine()
@@ -81,9 +91,11 @@ def resolve_engine(engine: EngineSpec | None, device: torch.device, model: nn.Mo
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
     cpu_bf16 = (convolutional and cpu_has_native_bf16()) if CPU_BF16 is None else CPU_BF16
     bf16 = engine.precision == "bf16" and (cuda or (device.type == "cpu" and cpu_bf16))
-    # NHWC suits cuDNN's tensor cores and oneDNN's CPU convolutions alike (1.3x for ResNet-18 here)
+    # NHWC suits cuDNN's tensor cores and oneDNN's CPU convolutions alike (1.3x for ResNet-18 on an
+    # AVX-512 CPU), where oneDNN's NHWC kernels are sound (cpu_channels_last_is_safe)
+    nhwc = engine.channels_last and convolutional and (cuda or cpu_channels_last_is_safe())
     return ResolvedEngine(autocast=torch.bfloat16 if bf16 else None,
-                          channels_last=engine.channels_last and convolutional,
+                          channels_last=nhwc,
                           compile=engine.compile)
 
 

@@ -205,7 +205,10 @@ def split_inputs(wildcards):
 
 def parent_inputs(spec, suffix=""):
     """The files a child run starts from: its parent's weights (final, or a checkpoint's), and the
-    parent's optimiser state when the child continues it."""
+    parent's optimiser state when the child continues it. ``ancient``: a parent is trained again only
+    to add what a config asks of it (a probe, a checkpoint), to the same bits (README, "Same spec, same
+    bits"), so its files' new modification time must not re-train its children; a parent whose numbers
+    change is another run, with another name, and so are its children."""
     if spec.parent is None:
         return {}
     model = (
@@ -213,9 +216,9 @@ def parent_inputs(spec, suffix=""):
         if spec.parent_epoch is None
         else f"checkpoints/epoch{spec.parent_epoch}.pt"
     )
-    inputs = {f"parent{suffix}": run_path(spec.parent, model)}
+    inputs = {f"parent{suffix}": ancient(run_path(spec.parent, model))}
     if "optimizer" in STRATEGIES[spec.init.strategy].parent_files(spec.init.options):
-        inputs[f"parent_optimizer{suffix}"] = run_path(spec.parent, "optimizer.pt")
+        inputs[f"parent_optimizer{suffix}"] = ancient(run_path(spec.parent, "optimizer.pt"))
     return inputs
 
 

@@ -1,0 +1,273 @@
+"""Every init strategy against its written definition, on tiny models: what it keeps of the parent, what
+it draws anew, what it resets, and its documented defaults. Fast (no training): `make mutate` runs these."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from warmstart.errors import SpecError
+from warmstart.init import InitContext, dash_scales, derived_seed, initialise, transferred_tensors
+
+
+def mlp(seed: int, classes: int = 3) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, classes))
+
+
+def convnet(seed: int, channels: int = 2, classes: int = 3) -> nn.Sequential:
+    """A convolution, BatchNorm (buffers and affine parameters) and a linear head."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(channels, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, classes))
+
+
+def trained(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state unlike any fresh init: shifted weights and BatchNorm statistics of a forward pass."""
+    model.train()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+        if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            model(torch.randn(8, 2, 4, 4) * 3 + 1)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Draws:
+    """ctx.new_model: another initialisation per tag, remembered so a test can read it."""
+
+    def __init__(self, build):
+        self.build, self.models = build, {}
+
+    def __call__(self, tag: str) -> nn.Module:
+        self.models[tag] = self.build(1000 + len(self.models))
+        return self.models[tag]
+
+
+def ctx_for(build, parent_seed: int = 1, seed: int = 0, **kw):
+    parent = trained(build(parent_seed))
+    draws = Draws(build)
+    ctx = InitContext(fresh=build(0), seed=seed, parent_state=parent, new_model=draws, **kw)
+    return ctx, parent, draws
+
+
+def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def buffers_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: b.detach().clone() for n, b in model.named_buffers()}
+
+
+def assert_state(model: nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    state = model.state_dict()
+    assert state.keys() == expected.keys()
+    for k in state:
+        torch.testing.assert_close(state[k], expected[k], msg=k)
+
+
+# -- random and warm ---------------------------------------------------------------------------------------
+
+def test_a_random_start_is_the_runs_own_fresh_model_whatever_the_parent():
+    ctx, _, draws = ctx_for(convnet)
+    own = {k: v.clone() for k, v in ctx.fresh.state_dict().items()}
+    model = initialise("random", {}, ctx)
+    assert model is ctx.fresh and not draws.models
+    assert_state(model, own)
+
+
+def test_a_warm_start_is_the_parents_weights_and_buffers_with_a_new_optimiser_by_default():
+    ctx, parent, draws = ctx_for(convnet, parent_optimizer_state={"state": {0: "adam moments"}})
+    model = initialise("warm", {}, ctx)
+    assert model is ctx.fresh and not draws.models
+    assert_state(model, parent)  # BatchNorm's running statistics included
+    assert ctx.optimizer_state is None  # reset: the paper's default
+
+
+def test_a_warm_start_that_keeps_the_optimiser_hands_the_run_the_parents_state():
+    kept = {"state": {0: {"step": torch.tensor(7.0)}}, "param_groups": []}
+    ctx, parent, _ = ctx_for(convnet, parent_optimizer_state=kept)
+    initialise("warm", {"optimizer_state": "keep"}, ctx)
+    assert ctx.optimizer_state is kept
+    ctx, _, _ = ctx_for(convnet)
+    with pytest.raises(SpecError, match=r"^init\.options\.optimizer_state: 'keep' needs the parent's optimiser state"):
+        initialise("warm", {"optimizer_state": "keep"}, ctx)
+
+
+@pytest.mark.parametrize("strategy", ["warm", "noisy_warm", "last_layer", "last_layer_then_all", "interpolate_init",
+                                      "head_reset", "shrink_perturb_weights", "dash"])
+def test_a_strategy_that_starts_from_the_parent_refuses_a_parent_of_another_architecture(strategy):
+    """Strict loading: a parent state with a missing tensor is an error, not a partial warm start."""
+    ctx, parent, _ = ctx_for(mlp, x_train=torch.randn(4, 6), y_train=torch.zeros(4, dtype=torch.long),
+                             origin=params_of(mlp(5)), train=lambda model: None)
+    del parent["1.bias"]
+    options = {"std": 0.1} if strategy == "noisy_warm" else {}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        initialise(strategy, options, ctx)
+
+
+# -- transfer ------------------------------------------------------------------------------------------------
+
+def test_a_transfer_start_copies_every_tensor_that_fits_and_keeps_the_fresh_head():
+    """Source task with 5 classes, target with 3: the body is the parent's, the head the run's own draw."""
+    parent = trained(convnet(1, classes=5))
+    ctx = InitContext(fresh=convnet(0, classes=3), seed=0, parent_state=parent)
+    own = {k: v.clone() for k, v in ctx.fresh.state_dict().items()}
+    assert transferred_tensors(ctx.fresh, parent) == [k for k in parent if not k.startswith("4.")]
+    model = initialise("transfer", {}, ctx)
+    assert model is ctx.fresh
+    assert_state(model, {k: own[k] if k.startswith("4.") else parent[k] for k in own})
+
+
+def test_a_transfer_start_from_another_input_keeps_the_fresh_stem():
+    parent = trained(convnet(1, channels=2))
+    ctx = InitContext(fresh=convnet(0, channels=1), seed=0, parent_state=parent)
+    own = {k: v.clone() for k, v in ctx.fresh.state_dict().items()}
+    model = initialise("transfer", {}, ctx)
+    assert_state(model, {k: own[k] if k == "0.weight" else parent[k] for k in own})
+
+
+def test_a_transfer_start_with_nothing_in_common_is_an_error():
+    ctx = InitContext(fresh=mlp(0), seed=0, parent_state={"other.weight": torch.zeros(2, 2)})
+    with pytest.raises(SpecError, match=r"^init\.strategy: 'transfer' found no tensor of the parent"):
+        initialise("transfer", {}, ctx)
+
+
+# -- shrink-perturb, noise, interpolation, head reset ---------------------------------------------------
+
+def test_shrink_perturb_keeps_0_4_of_the_old_weights_and_adds_0_1_of_a_new_draw_by_default():
+    ctx, parent, draws = ctx_for(convnet)
+    model = initialise("shrink_perturb", {}, ctx)
+    new = draws.models["shrink_perturb"].state_dict()
+    params = set(params_of(model))
+    assert_state(model, {k: 0.4 * parent[k] + 0.1 * new[k] if k in params else new[k] for k in parent})
+
+
+def test_noise_on_a_warm_start_is_a_seeded_gaussian_draw_of_std_s_on_every_parameter():
+    """Each parameter of the parent plus std times a standard normal draw from the run's own generator, in
+    parameter order; buffers (BatchNorm statistics) stay the parent's."""
+    for seed in (0, 3):
+        ctx, parent, _ = ctx_for(convnet, seed=seed)
+        model = initialise("noisy_warm", {"std": 0.05}, ctx)
+        g = torch.Generator().manual_seed(derived_seed(seed, "noisy_warm"))
+        expected = dict(parent)
+        for name, p in model.named_parameters():
+            expected[name] = parent[name] + 0.05 * torch.randn(p.shape, generator=g)
+        assert_state(model, expected)
+
+
+def test_interpolation_keeps_0_2_of_the_parent_and_takes_0_8_of_the_first_init_by_default():
+    origin = params_of(convnet(7))
+    ctx, parent, _ = ctx_for(convnet, origin=origin)
+    model = initialise("interpolate_init", {}, ctx)
+    assert_state(model, {k: 0.2 * parent[k] + 0.8 * origin[k] if k in origin else parent[k] for k in parent})
+
+
+def test_head_reset_draws_a_new_last_layer_under_its_own_tag_and_keeps_the_rest():
+    ctx, parent, draws = ctx_for(convnet)
+    model = initialise("head_reset", {}, ctx)
+    assert list(draws.models) == ["head_reset"]
+    new = draws.models["head_reset"].state_dict()
+    assert_state(model, {k: new[k] if k.startswith("4.") else parent[k] for k in parent})
+
+
+def test_the_dash_papers_shrink_perturb_scales_conv_and_linear_weights_by_0_3_plus_noise_of_std_0_01():
+    """``shrink * w + N(0, sigma^2)`` on each conv and linear weight (module order, a seeded generator);
+    biases, BatchNorm and buffers stay the parent's."""
+    for seed in (0, 2):
+        ctx, parent, _ = ctx_for(convnet, seed=seed)
+        model = initialise("shrink_perturb_weights", {}, ctx)
+        g = torch.Generator().manual_seed(derived_seed(seed, "shrink_perturb_weights"))
+        expected = dict(parent)
+        for name in ("0.weight", "4.weight"):  # the convolution, then the linear head
+            expected[name] = 0.3 * parent[name] + 0.01 * torch.randn(parent[name].shape, generator=g)
+        assert_state(model, expected)
+
+
+# -- training only the last layer --------------------------------------------------------------------------
+
+def test_the_last_layer_strategy_freezes_everything_but_the_head():
+    ctx, parent, _ = ctx_for(convnet)
+    model = initialise("last_layer", {}, ctx)
+    assert_state(model, parent)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"4.weight", "4.bias"}
+
+
+def test_ll_then_ws_first_trains_the_head_alone_then_unfreezes_every_layer():
+    seen = []
+
+    def train(model):
+        seen.append({n for n, p in model.named_parameters() if p.requires_grad})
+        assert_state(model, parent)  # the head is trained from the parent's weights
+        with torch.no_grad():
+            model[4].weight.add_(1.0)
+    ctx, parent, _ = ctx_for(convnet, train=train)
+    model = initialise("last_layer_then_all", {}, ctx)
+    assert seen == [{"4.weight", "4.bias"}]
+    assert all(p.requires_grad for p in model.parameters())
+    expected = dict(parent)
+    expected["4.weight"] = parent["4.weight"] + 1.0  # what the head's training left
+    assert_state(model, expected)
+
+
+# -- DASH ------------------------------------------------------------------------------------------------------
+
+def dash_reference(parent, build, x, y, alpha, batch_size, shrink_min, per):
+    """DASH by hand: an EMA of the negative gradient over the batches in order (from zero), in eval mode,
+    then each conv/linear weight and bias slice scaled by its clipped cosine with it."""
+    model = build(0)
+    model.load_state_dict(parent)
+    model.eval()
+    ema = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for start in range(0, len(x), batch_size):
+        loss = nn.functional.cross_entropy(model(x[start:start + batch_size]), y[start:start + batch_size])
+        for (n, p), g in zip(model.named_parameters(), torch.autograd.grad(loss, list(model.parameters()))):
+            ema[n] = (1 - alpha) * ema[n] - alpha * g
+    expected = dict(parent)
+    for layer in ("0", "4"):  # the convolution and the linear head; not BatchNorm ("1")
+        for kind in ("weight", "bias"):
+            name = f"{layer}.{kind}"
+            scale = dash_scales(parent[name], ema[name], shrink_min, per)
+            expected[name] = parent[name] * scale.reshape(scale.shape + (1,) * (parent[name].dim() - scale.dim()))
+    return expected
+
+
+@pytest.mark.parametrize("per", ["kernel", "filter"])
+def test_dash_averages_the_negative_gradient_over_every_batch_and_shrinks_each_slice_by_its_cosine(per):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, 4, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    ctx, parent, _ = ctx_for(convnet, x_train=x, y_train=y)
+    ctx.fresh.train()
+    model = initialise("dash", {"alpha": 0.5, "batch_size": 16, "per": per, "shrink_min": 0.1}, ctx)
+    assert_state(model, dash_reference(parent, convnet, x, y, 0.5, 16, 0.1, per))  # 3 batches, the last of 8
+    assert model.training  # the gradient pass ran in eval mode, and the mode is restored
+    single = dash_reference(parent, convnet, x, y, 0.5, 40, 0.1, per)
+    assert any(not torch.allclose(model.state_dict()[k], single[k]) for k in single)  # the batches matter
+
+
+def test_dash_defaults_are_the_papers_and_its_gradient_pass_counts_as_init_cost():
+    """shrink_min 0.3, alpha 0.3, per-kernel slices, batches of 1024 (here: the whole set in one batch)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 2, 4, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
+    ctx, parent, _ = ctx_for(convnet, x_train=x, y_train=y)
+    ctx.cost.time_s, ctx.cost.samples = 5.0, 7
+    ctx.fresh.eval()
+    model = initialise("dash", {}, ctx)
+    assert_state(model, dash_reference(parent, convnet, x, y, 0.3, 1024, 0.3, "kernel"))
+    assert not model.training
+    assert ctx.cost.samples == 7 + 30 and ctx.cost.time_s > 5.0
+
+
+def test_dash_slices_a_linear_weight_by_output_row_and_a_convolution_by_kernel_or_filter():
+    w, g = torch.randn(4, 5), torch.randn(4, 5)
+    rows = torch.nn.functional.cosine_similarity(w, g, dim=1).clamp(0.2, 1.0)
+    torch.testing.assert_close(dash_scales(w, g, 0.2, "kernel"), rows)
+    torch.testing.assert_close(dash_scales(w, g, 0.2, "filter"), rows)
+    conv, d = torch.randn(3, 2, 3, 3), torch.randn(3, 2, 3, 3)
+    kernels = torch.nn.functional.cosine_similarity(conv.flatten(2), d.flatten(2), dim=2).clamp(-1.0, 1.0)
+    filters = torch.nn.functional.cosine_similarity(conv.flatten(1), d.flatten(1), dim=1).clamp(-1.0, 1.0)
+    torch.testing.assert_close(dash_scales(conv, d, -1.0, "kernel"), kernels)
+    torch.testing.assert_close(dash_scales(conv, d, -1.0, "filter"), filters)
+    # the clip: at most 1 (a weight aligned with the gradient is kept), at least shrink_min
+    assert dash_scales(w, w, 0.2, "kernel").max().item() == pytest.approx(1.0)
+    assert dash_scales(w, -w, 0.2, "kernel").min().item() == pytest.approx(0.2)

@@ -1,0 +1,290 @@
+"""The statistics the reports print, on hand-made rows whose answers are worked out by hand: Table 1's
+and Tables 2-5's means, sample stds and converged counts, Figure 1's warm curve, the transfer cross-over,
+the Pareto front, Figure 7's damage, and the leaderboard's gap closed, compute and converged counts.
+Fast (no training): `make mutate` runs these."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from warmstart.reports import (_cell, baselines, batch_table, batch_table_wide, checkpoint_damage, condition_table,
+                               crossover_fraction, gap_closed, init_curves, init_order, init_table, leaderboard,
+                               pareto_front)
+
+
+def row(**fields):
+    base = dict(dataset="d", model="mlp", optimizer="adam", phase=2, seed=0, init="warm", baseline=False,
+                val_acc=0.5, train_time_s=1.0, init_time_s=0.0, epochs=4, converged=True)
+    return {**base, **fields}
+
+
+# -- order, cells ----------------------------------------------------------------------------------------
+
+def test_inits_are_ordered_as_they_first_appear_in_phase_2_with_the_baselines_first():
+    frame = pd.DataFrame([row(phase=1, init="phase1 only", baseline=True), row(init="warm"),
+                          row(init="sp"), row(init="random", baseline=True), row(init="warm", seed=1),
+                          row(init="fresh", baseline=True)])
+    assert init_order(frame) == ["random", "fresh", "warm", "sp"]
+    assert baselines(frame) == ["random", "fresh"]
+    rounds = frame.drop(columns="phase")  # a rounds table has no phase: every row counts
+    assert init_order(rounds) == ["phase1 only", "random", "fresh", "warm", "sp"]
+    assert baselines(rounds) == ["phase1 only", "random", "fresh"]
+
+
+def test_a_cell_is_mean_and_std_to_one_decimal_and_names_the_runs_that_did_not_converge():
+    assert _cell(60.04, 10.06, 3, 3) == "60.0 (10.1)"
+    assert _cell(60.04, float("nan"), 1, 1) == "60.0"  # one seed: no std
+    assert _cell(60.0, 10.0, 2, 3) == "60.0 (10.0) [2 of 3 converged]"
+    assert _cell(60.0, float("nan"), 0, 1) == "60.0 [0 of 1 converged]"
+
+
+# -- Table 1 ---------------------------------------------------------------------------------------------------
+
+def table1_rows():
+    rows = [row(phase=1, dataset="b", model="resnet", optimizer="sgd", init="random", baseline=True, val_acc=0.1)]
+    for dataset in ("b", "a"):  # the config's order, not the alphabet's
+        for (model, optimizer) in (("resnet", "sgd"), ("mlp", "adam")):
+            for seed, acc in enumerate((0.50, 0.60, 0.70)):
+                rows.append(row(dataset=dataset, model=model, optimizer=optimizer, seed=seed, val_acc=acc,
+                                train_time_s=10.0 * (seed + 1), epochs=seed + 2, converged=seed != 2))
+            rows.append(row(dataset=dataset, model=model, optimizer=optimizer, init="random", baseline=True,
+                            val_acc=0.64, train_time_s=3.0, epochs=9))
+    return pd.DataFrame(rows)
+
+
+def test_table1_is_the_mean_and_sample_std_in_percent_with_converged_counts_per_condition_and_init():
+    table = batch_table(table1_rows())
+    assert len(table) == 8
+    assert list(zip(table["dataset"], table["model"], table["init"]))[:4] == [
+        ("b", "resnet", "random"), ("b", "resnet", "warm"), ("b", "mlp", "random"), ("b", "mlp", "warm")]
+    warm = table[(table["dataset"] == "a") & (table["model"] == "mlp") & (table["init"] == "warm")].iloc[0]
+    assert warm["val_acc_mean"] == pytest.approx(60.0)
+    assert warm["val_acc_std"] == pytest.approx(10.0)  # ddof=1: sqrt((100 + 0 + 100) / 2); ddof=0 gives 8.16
+    assert warm["train_time_s_mean"] == pytest.approx(20.0) and warm["epochs_mean"] == pytest.approx(3.0)
+    assert (warm["converged"], warm["runs"], warm["seeds"]) == (2, 3, 3)
+    random = table[(table["dataset"] == "a") & (table["model"] == "mlp") & (table["init"] == "random")].iloc[0]
+    assert random["val_acc_mean"] == pytest.approx(64.0) and math.isnan(random["val_acc_std"])  # one seed
+    assert (random["converged"], random["runs"], random["seeds"]) == (1, 1, 1)
+
+
+def test_table1_counts_seeds_apart_from_runs():
+    rows = pd.DataFrame([row(seed=0), row(seed=0, val_acc=0.7), row(seed=1, converged=False),
+                         row(init="random", baseline=True)])
+    warm = batch_table(rows).set_index("init").loc["warm"]
+    assert (warm["runs"], warm["seeds"], warm["converged"]) == (3, 2, 2)
+
+
+def test_table1_in_the_papers_layout():
+    wide = batch_table_wide(batch_table(table1_rows()))
+    assert list(wide.columns) == ["dataset", "row", "resnet sgd", "mlp adam"]
+    assert list(wide["dataset"]) == ["b", "b", "b", "a", "a", "a"]  # the config's order
+    assert list(wide["row"][:3]) == ["random val. acc. %", "warm val. acc. %", "phase-2 train s (random / warm)"]
+    a = wide[wide["dataset"] == "a"].set_index("row")
+    assert a.loc["warm val. acc. %", "mlp adam"] == "60.0 (10.0) [2 of 3 converged]"
+    assert a.loc["random val. acc. %", "resnet sgd"] == "64.0"
+    assert a.loc["phase-2 train s (random / warm)", "mlp adam"] == "3.0 / 20.0"
+
+
+# -- Figure 1 ----------------------------------------------------------------------------------------------------
+
+def test_the_warm_curve_continues_after_each_seeds_own_phase1_epochs():
+    rows = []
+    for seed, phase1_epochs in ((0, 3), (1, 2)):
+        for epoch in range(1, phase1_epochs + 1):
+            rows.append(dict(phase=1, init="random", baseline=True, seed=seed, epoch=epoch, val_acc=0.1 * epoch,
+                             parent_run_id=None))
+        for epoch in (1, 2):
+            rows.append(dict(phase=2, init="warm", baseline=False, seed=seed, epoch=epoch, val_acc=0.5 + seed,
+                             parent_run_id=f"p{seed}"))
+            rows.append(dict(phase=2, init="random", baseline=True, seed=seed, epoch=epoch, val_acc=0.2,
+                             parent_run_id=None))
+    curves = init_curves(pd.DataFrame(rows))
+    assert list(curves) == ["random", "warm"]
+    warm = curves["warm"]
+    assert sorted(warm.loc[(warm["phase"] == 2) & (warm["seed"] == 0), "epoch"]) == [4, 5]
+    assert sorted(warm.loc[(warm["phase"] == 2) & (warm["seed"] == 1), "epoch"]) == [3, 4]
+    assert len(warm[warm["phase"] == 1]) == 5  # its curve shows the phase-1 epochs first
+    random = curves["random"]
+    assert set(random["phase"]) == {2} and sorted(random["epoch"]) == [1, 1, 2, 2]
+
+
+# -- Figure 3 ----------------------------------------------------------------------------------------------------
+
+def transfer_rows(points):
+    rows = [dict(phase=1, fraction=1.0, init="random", baseline=True, val_acc=0.99, seed=0)]
+    for fraction, warm, random in points:
+        for seed, jitter in enumerate((-0.01, 0.01)):  # means over seeds
+            rows.append(dict(phase=2, fraction=fraction, init="transfer", baseline=False, val_acc=warm + jitter,
+                             seed=seed))
+            rows.append(dict(phase=2, fraction=fraction, init="random", baseline=True, val_acc=random - jitter,
+                             seed=seed))
+    return pd.DataFrame(rows)
+
+
+def test_the_crossover_is_interpolated_in_log_fraction_from_the_last_fraction_still_ahead():
+    # the gap goes +0.03 -> -0.01 between 0.1 and 1.0: three quarters of the way in log space
+    summary = transfer_rows([(0.01, 0.30, 0.20), (0.1, 0.53, 0.50), (1.0, 0.61, 0.62)])
+    assert crossover_fraction(summary, "transfer", "random") == pytest.approx(10 ** -0.25)
+    assert crossover_fraction(summary, "random", "transfer") is None  # never crosses in that direction
+    assert crossover_fraction(summary, "transfer", "missing") is None
+    assert crossover_fraction(summary, "missing", "random") is None
+
+
+def test_the_crossover_is_the_first_one_and_a_tie_counts_as_still_ahead():
+    summary = transfer_rows([(0.01, 0.30, 0.20), (0.02, 0.30, 0.30), (0.04, 0.25, 0.30), (0.08, 0.40, 0.30),
+                             (0.16, 0.20, 0.30)])
+    # ahead, tied (gap 0), behind: it crosses right at the tie, 0.02, not at the later crossing
+    assert crossover_fraction(summary, "transfer", "random") == pytest.approx(0.02)
+
+
+# -- the Pareto front ------------------------------------------------------------------------------------------
+
+def test_the_pareto_front_keeps_for_each_cost_the_best_accuracy_at_that_cost_or_less():
+    rows = pd.DataFrame({"cost": [2, 1, 1, 3, 4, 4, 5], "acc": [0.6, 0.5, 0.55, 0.6, 0.7, 0.65, 0.7]})
+    front = pareto_front(rows, "cost", "acc")
+    # cost 1: the better of two; 2 beats it; 3 only ties 2 (not better); 4 the better of two; 5 ties 4
+    assert list(zip(front["cost"], front["acc"])) == [(1, 0.55), (2, 0.6), (4, 0.7)]
+    assert list(front.index) == [2, 0, 4]  # the rows themselves
+
+
+# -- Figure 7 ----------------------------------------------------------------------------------------------------
+
+def test_checkpoint_damage_is_the_percent_difference_of_final_accuracy_from_the_same_seeds_first_baseline():
+    rows = []
+    for seed, base in ((0, 0.5), (1, 0.8)):
+        for epoch, acc in ((9, base), (3, 0.01)):  # unsorted epochs: the last epoch is the final model
+            rows.append(dict(run_id=f"r{seed}", phase=2, init="random", baseline=True, seed=seed, epoch=epoch,
+                             val_acc=acc, checkpoint_epoch=None))
+        rows.append(dict(run_id=f"o{seed}", phase=2, init="other", baseline=True, seed=seed, epoch=9, val_acc=0.9,
+                         checkpoint_epoch=None))
+        rows.append(dict(run_id=f"p{seed}", phase=1, init="random", baseline=True, seed=seed, epoch=9, val_acc=0.3,
+                         checkpoint_epoch=None))
+        for e, factor in ((5, (0.9, 0.8)), (10, (0.7, 0.7))):
+            for epoch, acc in ((9, base * factor[seed]), (2, 0.02)):
+                rows.append(dict(run_id=f"w{seed}{e}", phase=2, init="warm", baseline=False, seed=seed, epoch=epoch,
+                                 val_acc=acc, checkpoint_epoch=e))
+    damage = checkpoint_damage(pd.DataFrame(rows)).set_index("checkpoint_epoch")
+    assert damage.loc[5, "mean"] == pytest.approx(-15) and damage.loc[5, "std"] == pytest.approx(math.sqrt(50))
+    assert damage.loc[10, "mean"] == pytest.approx(-30) and damage.loc[10, "std"] == pytest.approx(0, abs=1e-9)
+    assert set(damage["init"]) == {"warm"} and set(damage["baseline"]) == {"random"}
+
+
+# -- Tables 2-5 ----------------------------------------------------------------------------------------------------
+
+def condition_rows():
+    rows = []
+    for cond in ("l2 coef=0.1", "l2 coef=0.01"):
+        for init, baseline, accs, conv in (("warm", False, [0.5, 0.7, 0.6], [True, False, True]),
+                                           ("random", True, [0.6, 0.6, 0.9], [True, True, True])):
+            for seed, (acc, c) in enumerate(zip(accs, conv)):
+                rows.append(row(model="m", optimizer="o", condition=cond, init=init, baseline=baseline, seed=seed,
+                                val_acc=acc, train_time_s=10.0 + seed, init_time_s=2.0, epochs=4 + seed, converged=c))
+    rows.append(row(model="m", optimizer="o", condition="l2 coef=0.1", phase=1, init="random", baseline=True,
+                    val_acc=0.0, converged=False))
+    return pd.DataFrame(rows)
+
+
+def test_the_condition_tables_cells_are_mean_sample_std_and_converged_counts():
+    table, wide = condition_table(condition_rows())
+    warm = table[(table["condition"] == "l2 coef=0.1") & (table["init"] == "warm")].iloc[0]
+    assert warm["val_acc_mean"] == pytest.approx(60.0) and warm["val_acc_std"] == pytest.approx(10.0)
+    assert (warm["converged"], warm["runs"]) == (2, 3) and warm["train_time_s_mean"] == pytest.approx(11.0)
+    assert list(wide.columns) == ["dataset", "model", "optimizer", "condition", "random val. acc. %",
+                                  "warm val. acc. %"]
+    cells = wide.set_index("condition")
+    assert cells.loc["l2 coef=0.1", "warm val. acc. %"] == "60.0 (10.0) [2 of 3 converged]"
+    assert cells.loc["l2 coef=0.01", "random val. acc. %"] == "70.0 (17.3)"
+
+
+def test_the_init_table_gives_accuracy_and_time_to_the_threshold_including_the_inits_own_time():
+    long, wide = init_table(condition_rows().drop(columns="condition"))
+    assert list(long["init"]) == ["random", "warm"]  # one condition: the baselines first
+    warm = long.set_index("init").loc["warm"]
+    assert warm["val_acc_mean"] == pytest.approx(60.0)
+    assert warm["time_s_mean"] == pytest.approx(13.0)  # mean of 10, 11, 12 plus 2 s of init, per run
+    assert (warm["converged"], warm["runs"]) == (4, 6)
+    assert warm["val. acc. %"] == "60.0 (8.9) [4 of 6 converged]"  # six runs: both l2 settings' rows
+    assert warm["time to threshold (s)"] == "13.0 [4 of 6 converged]" and warm["epochs"] == "5.0"
+    random = long.set_index("init").loc["random"]
+    assert random["time to threshold (s)"] == "13.0" and random["val. acc. %"] == "70.0 (15.5)"
+    assert list(wide.columns) == ["dataset", "model", "optimizer", "init", "val. acc. %", "time to threshold (s)",
+                                  "epochs"]
+
+
+def test_the_init_table_with_one_run_has_no_std_and_one_row_per_condition():
+    rows = pd.DataFrame([row(init="random", baseline=True, val_acc=0.5), row(val_acc=0.25, converged=False),
+                         row(model="other", val_acc=0.75)])
+    long, _ = init_table(rows)
+    assert list(zip(long["model"], long["init"])) == [("mlp", "random"), ("mlp", "warm"), ("other", "warm")]
+    assert list(long["val. acc. %"]) == ["50.0", "25.0 [0 of 1 converged]", "75.0"]
+
+
+# -- the leaderboard ------------------------------------------------------------------------------------------------
+
+def test_gap_closed_is_the_share_of_the_warm_starts_gap_to_random_init_that_a_remedy_closes():
+    assert gap_closed(0.5, 0.5, 0.6) == 0 and gap_closed(0.6, 0.5, 0.6) == 1
+    assert gap_closed(0.575, 0.5, 0.6) == pytest.approx(0.75) and gap_closed(0.45, 0.5, 0.6) == pytest.approx(-0.5)
+
+
+def board_rows():
+    """Batch: a target (random init), a baseline (warm start) and two remedies, two seeds each, plus a
+    phase-1 row that must not count; online: one stream per remedy and seed, rounds out of order."""
+    accs = {("target", "random", "random"): [0.60, 0.70], ("baseline", "warm", "warm"): [0.50, 0.50],
+            ("remedy", "sp", "sp 0.4"): [0.55, 0.65], ("remedy", "sp", "sp 0.8"): [0.52, 0.54],
+            ("remedy", "l2i", "l2i 0.01"): [0.58, 0.66]}
+    time = {"random": 10.0, "warm": 2.0, "sp 0.4": 5.0, "sp 0.8": 3.0, "l2i 0.01": 4.0}
+    summary, rounds = [], []
+    for (role, remedy, setting), values in accs.items():
+        for seed, acc in enumerate(values):
+            summary.append(dict(dataset="d", model="m", optimizer="o", phase=2, seed=seed, role=role, remedy=remedy,
+                                setting=setting, val_acc=acc, train_time_s=time[setting],
+                                init_time_s=1.0 if remedy == "sp" else 0.0, samples_seen=100,
+                                init_samples=50 if remedy == "sp" else 0, converged=not (remedy == "sp" and seed)))
+            for r in (2, 1):
+                rounds.append(dict(dataset="d", model="m", optimizer="o", stream_id=f"{setting}/{seed}", round=r,
+                                   seed=seed, role=role, remedy=remedy, setting=setting,
+                                   val_acc=acc if r == 2 else 0.0, cumulative_train_time_s=time[setting] * r,
+                                   cumulative_samples=100 * r, converged=True))
+    summary.append(dict(summary[0], phase=1, val_acc=0.99, train_time_s=99.0))
+    return pd.DataFrame(summary), pd.DataFrame(rounds)
+
+
+def test_the_leaderboard_computes_each_settings_accuracy_gap_closed_compute_and_converged_count():
+    summary, _ = board_rows()
+    settings, best = leaderboard(summary)
+    s = settings.set_index("setting")
+    assert list(s.index) == ["random", "warm", "sp 0.4", "sp 0.8", "l2i 0.01"]
+    sp = s.loc["sp 0.4"]
+    assert (sp["protocol"], sp["remedy"], sp["role"]) == ("batch", "sp", "remedy")
+    assert sp["val_acc_mean"] == pytest.approx(0.60)
+    assert sp["val_acc_std"] == pytest.approx(0.1 / math.sqrt(2))  # ddof=1 (ddof=0: 0.05)
+    # per seed: (0.55 - 0.50) / (0.60 - 0.50) = 0.5 and (0.65 - 0.50) / (0.70 - 0.50) = 0.75
+    assert sp["gap_closed_mean"] == pytest.approx(0.625) and sp["gap_closed_std"] == pytest.approx(0.25 / math.sqrt(2))
+    assert sp["time_rel"] == pytest.approx(6.0 / 10.0) and sp["time_s"] == pytest.approx(6.0)  # training plus init
+    assert sp["samples_rel"] == pytest.approx(150 / 100)
+    assert sp["seeds"] == 2 and sp["converged"] == 1  # the capped run is not counted as converged
+    assert s.loc["random", "gap_closed_mean"] == pytest.approx(1.0) and s.loc["warm", "gap_closed_mean"] == 0
+    assert s.loc["random", "converged"] == 2
+
+
+def test_the_leaderboard_shows_each_remedy_at_its_most_accurate_setting_sorted_by_gap_closed():
+    summary, rounds = board_rows()
+    _, best = leaderboard(summary, rounds)
+    assert list(zip(best["protocol"], best["remedy"])) == [
+        ("batch", "random"), ("batch", "l2i"), ("batch", "sp"), ("batch", "warm"),
+        ("online", "random"), ("online", "l2i"), ("online", "sp"), ("online", "warm")]
+    sp = best[(best["protocol"] == "batch") & (best["remedy"] == "sp")].iloc[0]
+    assert sp["setting"] == "sp 0.4" and sp["grid_size"] == 2
+    assert best.set_index(["protocol", "remedy"]).loc[("batch", "l2i"), "grid_size"] == 1
+
+
+def test_online_the_leaderboard_reads_each_streams_last_round_and_its_cumulative_cost():
+    summary, rounds = board_rows()
+    settings, _ = leaderboard(summary, rounds)
+    online = settings[settings["protocol"] == "online"].set_index("setting")
+    sp = online.loc["sp 0.4"]
+    assert sp["val_acc_mean"] == pytest.approx(0.60)  # round 2's accuracy, not round 1's
+    assert sp["time_rel"] == pytest.approx(10.0 / 20.0) and sp["time_s"] == pytest.approx(10.0)
+    assert sp["samples_rel"] == pytest.approx(1.0) and sp["converged"] == 2
