@@ -2,6 +2,8 @@
 it draws anew, what it resets, and its documented defaults. Fast (no training): `make mutate` runs these."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -76,6 +78,12 @@ def test_a_random_start_is_the_runs_own_fresh_model_whatever_the_parent():
     assert_state(model, own)
 
 
+def test_a_random_start_with_a_new_draw_is_another_initialisation_under_its_own_tag():
+    ctx, _, draws = ctx_for(convnet)
+    model = initialise("random", {"draw": "new"}, ctx)
+    assert list(draws.models) == ["random"] and model is draws.models["random"]
+
+
 def test_a_warm_start_is_the_parents_weights_and_buffers_with_a_new_optimiser_by_default():
     ctx, parent, draws = ctx_for(convnet, parent_optimizer_state={"state": {0: "adam moments"}})
     model = initialise("warm", {}, ctx)
@@ -90,7 +98,8 @@ def test_a_warm_start_that_keeps_the_optimiser_hands_the_run_the_parents_state()
     initialise("warm", {"optimizer_state": "keep"}, ctx)
     assert ctx.optimizer_state is kept
     ctx, _, _ = ctx_for(convnet)
-    with pytest.raises(SpecError, match=r"^init\.options\.optimizer_state: 'keep' needs the parent's optimiser state"):
+    with pytest.raises(SpecError, match=r"^init\.options\.optimizer_state: 'keep' needs the parent's optimiser state "
+                                        r"\(the planner asks the parent run to keep it\)$"):
         initialise("warm", {"optimizer_state": "keep"}, ctx)
 
 
@@ -232,30 +241,65 @@ def dash_reference(parent, build, x, y, alpha, batch_size, shrink_min, per):
     return expected
 
 
+def dash_data(n: int, seed: int = 0):
+    """Inputs and, as labels, the parent's own predictions: growing the weights lowers the loss, so the
+    averaged negative gradient leans toward the weights and DASH's factors spread over (shrink_min, 1)."""
+    ctx, parent, _ = ctx_for(convnet)
+    x = torch.randn(n, 2, 4, 4, generator=torch.Generator().manual_seed(seed))
+    model = convnet(0)
+    model.load_state_dict(parent)
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ctx.x_train, ctx.y_train = x, y
+    return ctx, parent, x, y
+
+
 @pytest.mark.parametrize("per", ["kernel", "filter"])
 def test_dash_averages_the_negative_gradient_over_every_batch_and_shrinks_each_slice_by_its_cosine(per):
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(40, 2, 4, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
-    ctx, parent, _ = ctx_for(convnet, x_train=x, y_train=y)
+    ctx, parent, x, y = dash_data(40)
     ctx.fresh.train()
     model = initialise("dash", {"alpha": 0.5, "batch_size": 16, "per": per, "shrink_min": 0.1}, ctx)
-    assert_state(model, dash_reference(parent, convnet, x, y, 0.5, 16, 0.1, per))  # 3 batches, the last of 8
+    expected = dash_reference(parent, convnet, x, y, 0.5, 16, 0.1, per)  # 3 batches, the last of 8
+    assert_state(model, expected)
     assert model.training  # the gradient pass ran in eval mode, and the mode is restored
+    # the test tells the batches, the slicing and the clip apart
     single = dash_reference(parent, convnet, x, y, 0.5, 40, 0.1, per)
-    assert any(not torch.allclose(model.state_dict()[k], single[k]) for k in single)  # the batches matter
+    assert not torch.allclose(expected["0.weight"], single["0.weight"])
+    other = dash_reference(parent, convnet, x, y, 0.5, 16, 0.1, "kernel" if per == "filter" else "filter")
+    assert not torch.allclose(expected["0.weight"], other["0.weight"])
+    factors = expected["4.weight"] / parent["4.weight"]
+    assert ((factors > 0.1 + 1e-4) & (factors < 1 - 1e-4)).any()
 
 
 def test_dash_defaults_are_the_papers_and_its_gradient_pass_counts_as_init_cost():
-    """shrink_min 0.3, alpha 0.3, per-kernel slices, batches of 1024 (here: the whole set in one batch)."""
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(30, 2, 4, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
-    ctx, parent, _ = ctx_for(convnet, x_train=x, y_train=y)
+    """shrink_min 0.3, alpha 0.3, per-kernel slices, batches of 1024 (here 1030 samples: two batches)."""
+    ctx, parent, x, y = dash_data(1030, seed=1)
     ctx.cost.time_s, ctx.cost.samples = 5.0, 7
     ctx.fresh.eval()
+    started = time.perf_counter()
     model = initialise("dash", {}, ctx)
+    elapsed = time.perf_counter() - started
     assert_state(model, dash_reference(parent, convnet, x, y, 0.3, 1024, 0.3, "kernel"))
     assert not model.training
-    assert ctx.cost.samples == 7 + 30 and ctx.cost.time_s > 5.0
+    assert ctx.cost.samples == 7 + 1030 and 5.0 < ctx.cost.time_s <= 5.0 + elapsed
+
+
+def test_dash_on_a_model_that_is_one_layer():
+    """A bare linear layer (its parameters have no module prefix): weight rows and bias shrunk alike."""
+    torch.manual_seed(0)
+    parent = {k: v + 0.5 for k, v in nn.Linear(4, 2).state_dict().items()}
+    x = torch.randn(12, 4)
+    ctx = InitContext(fresh=nn.Linear(4, 2), seed=0, parent_state=parent, x_train=x,
+                      y_train=torch.zeros(12, dtype=torch.long))
+    model = initialise("dash", {"shrink_min": 0.0, "alpha": 1.0}, ctx)
+    reference = nn.Linear(4, 2)
+    reference.load_state_dict(parent)
+    loss = nn.functional.cross_entropy(reference(x), ctx.y_train)
+    gw, gb = torch.autograd.grad(loss, [reference.weight, reference.bias])
+    torch.testing.assert_close(model.weight.detach(), parent["weight"] * dash_scales(parent["weight"], -gw, 0.0,
+                                                                                     "kernel").unsqueeze(1))
+    torch.testing.assert_close(model.bias.detach(), parent["bias"] * dash_scales(parent["bias"], -gb, 0.0, "kernel"))
 
 
 def test_dash_slices_a_linear_weight_by_output_row_and_a_convolution_by_kernel_or_filter():
@@ -271,3 +315,13 @@ def test_dash_slices_a_linear_weight_by_output_row_and_a_convolution_by_kernel_o
     # the clip: at most 1 (a weight aligned with the gradient is kept), at least shrink_min
     assert dash_scales(w, w, 0.2, "kernel").max().item() == pytest.approx(1.0)
     assert dash_scales(w, -w, 0.2, "kernel").min().item() == pytest.approx(0.2)
+    # never above 1, even where rounding puts a parallel pair's cosine at 1.0000002: no weight grows
+    rows = torch.randn(2000, 7, generator=torch.Generator().manual_seed(0))
+    assert dash_scales(rows, 3 * rows, 0.2, "kernel").max().item() <= 1.0
+
+
+def test_dash_takes_the_cosine_of_a_tiny_slice_too():
+    """eps 1e-12: a slice of weights of size 1e-9 still gets its cosine, not a shrunk one."""
+    w = torch.tensor([[1e-9, 0.0], [0.0, 1e-9]])
+    g = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    torch.testing.assert_close(dash_scales(w, g, -1.0, "kernel"), torch.tensor([1.0, -1.0]))

@@ -288,3 +288,97 @@ def test_online_the_leaderboard_reads_each_streams_last_round_and_its_cumulative
     assert sp["val_acc_mean"] == pytest.approx(0.60)  # round 2's accuracy, not round 1's
     assert sp["time_rel"] == pytest.approx(10.0 / 20.0) and sp["time_s"] == pytest.approx(10.0)
     assert sp["samples_rel"] == pytest.approx(1.0) and sp["converged"] == 2
+
+
+# -- the layouts: row order, one or two seeds, cells that are absent ---------------------------------------
+
+def test_table1_has_its_columns_and_a_std_from_two_seeds_on():
+    rows = pd.DataFrame([row(seed=0, val_acc=0.5), row(seed=1, val_acc=0.7), row(init="random", baseline=True)])
+    table = batch_table(rows)
+    assert list(table.columns) == ["dataset", "model", "optimizer", "init", "val_acc_mean", "val_acc_std",
+                                   "train_time_s_mean", "epochs_mean", "converged", "runs", "seeds"]
+    assert table.set_index("init").loc["warm", "val_acc_std"] == pytest.approx(100 * 0.2 / math.sqrt(2))
+    assert math.isnan(table.set_index("init").loc["random", "val_acc_std"])
+
+
+def test_table1s_layout_with_uneven_conditions():
+    """Dataset a: a 2 x 2 grid of models and optimisers, no sp runs; dataset b: one column and sp too;
+    dataset c: phase 1 only (a source data set). Absent cells are empty; every time cell is its own column's."""
+    rows = [row(dataset="c", phase=1, init="random", baseline=True)]
+    for model in ("mlp", "cnn"):
+        for optimizer, time in (("adam", 1.0), ("sgd", 2.0)):
+            for init, baseline in (("random", True), ("warm", False)):
+                rows.append(row(dataset="a", model=model, optimizer=optimizer, init=init, baseline=baseline,
+                                train_time_s=time + (model == "cnn") * 10 + (init == "warm") * 100))
+    for init, baseline in (("random", True), ("warm", False), ("sp", False)):
+        rows.append(row(dataset="b", init=init, baseline=baseline, train_time_s=5.0))
+    wide = batch_table_wide(batch_table(pd.DataFrame(rows)))
+    assert list(wide["dataset"]) == ["a", "a", "a", "b", "b", "b", "b"]  # nothing for c
+    assert list(wide.columns) == ["dataset", "row", "mlp adam", "mlp sgd", "cnn adam", "cnn sgd"]
+    a = wide[wide["dataset"] == "a"].set_index("row")
+    assert list(a.index) == ["random val. acc. %", "warm val. acc. %", "phase-2 train s (random / warm)"]
+    assert list(a.loc["phase-2 train s (random / warm)"]) == ["a", "1.0 / 101.0", "2.0 / 102.0", "11.0 / 111.0",
+                                                              "12.0 / 112.0"]
+    b = wide[wide["dataset"] == "b"].set_index("row")
+    assert b.loc["sp val. acc. %", "mlp adam"] == "50.0" and b.loc["sp val. acc. %", "cnn sgd"] == ""
+    assert b.loc["phase-2 train s (random / warm / sp)", "mlp adam"] == "5.0 / 5.0 / 5.0"
+
+
+def test_a_warm_curve_of_a_seed_without_phase1_epochs_starts_at_one():
+    rows = [dict(phase=1, init="random", baseline=True, seed=0, epoch=e, val_acc=0.1, parent_run_id=None)
+            for e in (1, 2)]
+    rows += [dict(phase=2, init="warm", baseline=False, seed=s, epoch=e, val_acc=0.5, parent_run_id="p")
+             for s in (0, 1) for e in (1, 2)]
+    warm = init_curves(pd.DataFrame(rows))["warm"]
+    phase2 = warm[warm["phase"] == 2]
+    assert sorted(phase2.loc[phase2["seed"] == 0, "epoch"]) == [3, 4]
+    assert sorted(phase2.loc[phase2["seed"] == 1, "epoch"]) == [1, 2]
+    assert warm["epoch"].dtype.kind == "i"  # epochs stay whole numbers
+
+
+def test_curves_that_touch_without_crossing_have_no_crossover():
+    summary = transfer_rows([(0.01, 0.30, 0.20), (0.1, 0.50, 0.50), (1.0, 0.62, 0.60)])
+    assert crossover_fraction(summary, "transfer", "random") is None
+
+
+def test_the_condition_table_keeps_the_configs_order_and_gives_no_std_for_one_seed():
+    rows = pd.DataFrame([row(condition="z", init="warm", seed=0, val_acc=0.5),
+                         row(condition="z", init="warm", seed=1, val_acc=0.7),
+                         row(condition="a", init="random", baseline=True, val_acc=0.6, converged=False),
+                         row(condition="z", init="random", baseline=True, val_acc=0.6)])
+    table, wide = condition_table(rows)
+    assert list(zip(table["condition"], table["init"])) == [("z", "warm"), ("a", "random"), ("z", "random")]
+    assert table["val_acc_std"].iloc[0] == pytest.approx(100 * 0.2 / math.sqrt(2))
+    assert math.isnan(table["val_acc_std"].iloc[1])
+    cells = wide.set_index("condition")
+    assert cells.loc["a", "random val. acc. %"] == "60.0 [0 of 1 converged]"
+    assert cells.loc["z", "warm val. acc. %"] == "60.0 (14.1)"
+
+
+def test_the_init_table_keeps_the_configs_order_of_conditions_and_takes_a_std_from_two_runs():
+    rows = pd.DataFrame([row(model="z", val_acc=0.5), row(model="z", seed=1, val_acc=0.7),
+                         row(model="a", val_acc=0.6)])
+    long, _ = init_table(rows)
+    assert list(long["model"]) == ["z", "a"]
+    assert list(long["val. acc. %"]) == ["60.0 (14.1)", "60.0"]
+
+
+def test_the_leaderboards_rows_keep_the_configs_order_and_its_columns():
+    summary, _ = board_rows()
+    # another condition first, listed before d; in it two remedies close the gap alike (a tie) and one
+    # remedy has a single seed
+    extra = []
+    for role, remedy, acc in (("target", "random", 0.8), ("baseline", "warm", 0.6), ("remedy", "zz", 0.7),
+                              ("remedy", "aa", 0.7)):
+        for seed in ((0,) if remedy == "zz" else (0, 1)):
+            extra.append(dict(summary.iloc[0], dataset="e", seed=seed, role=role, remedy=remedy, setting=remedy,
+                              val_acc=acc, converged=True))
+    settings, best = leaderboard(pd.concat([pd.DataFrame(extra), summary], ignore_index=True))
+    assert list(settings["dataset"].drop_duplicates()) == ["e", "d"]
+    e = best[best["dataset"] == "e"]
+    assert list(e["remedy"]) == ["random", "zz", "aa", "warm"]  # the tie in the config's order
+    assert e.set_index("remedy").loc["zz", "role"] == "remedy"
+    assert list(best.columns) == ["protocol", "dataset", "model", "optimizer", "remedy", "setting", "role",
+                                  "val_acc_mean", "val_acc_std", "gap_closed_mean", "gap_closed_std", "time_rel",
+                                  "samples_rel", "time_s", "seeds", "converged", "grid_size"]
+    assert best["grid_size"].dtype.kind == "i" and list(best.index) == list(range(len(best)))

@@ -12,7 +12,7 @@ from warmstart.errors import SpecError
 from warmstart.init import InitContext
 from warmstart.spec import OptimizerSpec, StopSpec
 from warmstart.terms import TERMS, BoundTerm, TermBatch, diagonal_fisher, per_seed_sum, squared_distance
-from warmstart.train import ResolvedEngine, RunState, SingleModel, batch_objective, train
+from warmstart.train import EPOCH_FIELDS, ResolvedEngine, RunState, SingleModel, batch_objective, train
 
 S, B, D, C = 2, 5, 4, 3  # seeds, batch, features, classes
 
@@ -92,6 +92,20 @@ def test_the_adversarial_term_is_the_cross_entropy_on_fgsm_inputs_with_epsilon_0
     torch.testing.assert_close(TERMS["adversarial"].penalty(batch, coef=0.5), expected(0.03, 0.5))
 
 
+def test_fgsm_leaves_an_input_the_loss_does_not_depend_on_where_it_is():
+    """sign(0) = 0: a feature with zero weight in every class gets no perturbation."""
+    batch = linear_batch()
+    with torch.no_grad():
+        batch.params["w"][:, :, 0] = 0.0
+    seen = []
+    forward = batch.forward
+    batch.forward = lambda x: seen.append(x.detach()) or forward(x)
+    TERMS["adversarial"].penalty(batch, coef=1.0, epsilon=0.1)
+    x_adv = seen[-1]
+    torch.testing.assert_close(x_adv[..., 0], batch.inputs[..., 0])
+    assert ((x_adv[..., 1:] - batch.inputs[..., 1:]).abs() - 0.1).abs().max() < 1e-6
+
+
 def test_ewc_is_half_the_coefficient_times_the_fisher_weighted_squared_distance_to_the_start():
     batch = linear_batch()
     g = torch.Generator().manual_seed(3)
@@ -135,6 +149,9 @@ def test_the_diagonal_fisher_is_the_mean_squared_per_sample_gradient_in_eval_mod
     capped = diagonal_fisher(model, x, y, samples=5)  # the first 5 samples only
     for n, value in fisher_by_hand(net(), x[:5], y[:5]).items():
         torch.testing.assert_close(capped[n], value)
+    one = diagonal_fisher(model, x[:1], y[:1])  # one sample: its squared gradient
+    for n, value in fisher_by_hand(net(), x[:1], y[:1]).items():
+        torch.testing.assert_close(one[n], value)
 
 
 def test_ewc_estimates_its_fisher_on_the_parents_data_not_the_runs():
@@ -150,7 +167,8 @@ def test_ewc_estimates_its_fisher_on_the_parents_data_not_the_runs():
         for name, value in fisher_by_hand(net(), x_parent[:n], y_parent[:n]).items():
             torch.testing.assert_close(state[name], value)
     no_parent = InitContext(fresh=model, seed=0, x_train=x_train, y_train=y_train)
-    with pytest.raises(SpecError, match=r"^terms\.ewc: needs a parent run's training data"):
+    with pytest.raises(SpecError, match=r"^terms\.ewc: needs a parent run's training data \(a warm start\) to "
+                                        r"estimate the Fisher$"):
         setup(no_parent, model, coef=1.0)
 
 
@@ -177,14 +195,33 @@ def test_the_objective_is_the_cross_entropy_plus_every_term_and_the_cross_entrop
     torch.testing.assert_close(ce, F.cross_entropy(model(xb[0]), yb[0]).unsqueeze(0))
     squares = sum((p ** 2).sum() for p in model.parameters())
     torch.testing.assert_close(objective, ce + 0.1 * squares + 0.7 * squares + 5.0)  # every term counts
-    (batch,) = seen  # what a term sees: this batch, the weights, the anchors, its own state
-    assert batch.targets is yb and batch.inputs is xb and batch.anchors is run.anchors
+    (batch,) = seen  # what a term sees: this batch, its logits, the weights, the anchors, its own state
+    assert batch.logits is logits and batch.targets is yb and batch.inputs is xb and batch.anchors is run.anchors
     torch.testing.assert_close(batch.cross_entropy, ce)
     assert batch.state == {"kept": torch.ones(1)}
     torch.testing.assert_close(batch.forward(xb), logits)
     plain, plain_ce, _ = batch_objective(trainee, xb, yb, RunState(), ResolvedEngine())
     torch.testing.assert_close(plain, plain_ce)
     torch.testing.assert_close(plain_ce, ce)
+
+
+def test_under_bf16_autocast_the_objective_and_the_terms_forward_run_in_bf16_and_return_float32():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+    xb, yb = torch.randn(1, 32, 16), torch.randint(0, 3, (1, 32))
+    seen = []
+
+    def spy(batch):
+        seen.append(batch.forward(xb))
+        return torch.zeros(1)
+    from warmstart.terms import Term
+    run = RunState(terms=[BoundTerm(Term("spy", spy, None, True), {})])
+    _, _, logits = batch_objective(SingleModel(model), xb, yb, run, ResolvedEngine(autocast=torch.bfloat16))
+    exact = model(xb[0]).unsqueeze(0)
+    for out in (logits, seen[0]):
+        assert out.dtype == torch.float32
+        assert not torch.equal(out, exact)  # bf16 rounding: it did run in bf16
+        torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
 
 
 def test_the_reported_training_loss_is_the_cross_entropy_without_the_terms():
@@ -206,3 +243,10 @@ def test_the_reported_training_loss_is_the_cross_entropy_without_the_terms():
     assert first["train_loss"] == pytest.approx(expected_loss, rel=1e-6)
     assert first["train_acc"] == pytest.approx(expected_acc)
     assert [r["samples_seen"] for r in result.history] == [30, 60] and [r["epoch"] for r in result.history] == [1, 2]
+    assert all(set(r) == set(EPOCH_FIELDS) for r in result.history)
+    assert result.train_time_s == pytest.approx(sum(r["epoch_time_s"] for r in result.history))
+    # the last record's validation numbers are the final model's
+    with torch.no_grad():
+        val_logits = model(x[:5])
+    assert result.final["val_loss"] == pytest.approx(F.cross_entropy(val_logits, y[:5]).item(), rel=1e-6)
+    assert result.final["val_acc"] == pytest.approx((val_logits.argmax(1) == y[:5]).float().mean().item())

@@ -3,6 +3,7 @@ weights (BatchNorm statistics included); a random start is a fresh initialisatio
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from warmstart.datasets import DeviceData, load_prepared, load_raw, prepare_dataset
 from warmstart.errors import SpecError
-from warmstart.init import STRATEGIES, InitContext, initialise
+from warmstart.init import InitContext, initialise
 from warmstart.io import load_torch
 from warmstart.models import build_model
 from warmstart.runner import check_names, execute_run, run_training, start_seed
@@ -62,8 +63,26 @@ def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
-def test_both_strategies_are_registered():
-    assert STRATEGIES["warm"].needs_parent and not STRATEGIES["random"].needs_parent
+def test_the_planner_gives_the_warm_start_its_phase1_run_as_parent_and_the_random_start_none():
+    """Table 1's phase 2: each warm run starts from the phase-1 run of its seed and condition (trained on
+    half the pool); each random run starts from no parent and is the table's baseline."""
+    import yaml
+
+    from warmstart.experiments import plan_experiments
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    planned = plan_experiments(config, only=["table1"]).experiments["table1"]
+    condition = lambda p: tuple(p.labels[k] for k in ("dataset", "model", "optimizer", "seed"))  # noqa: E731
+    phase1 = {condition(p): p.spec for p in planned if p.labels["phase"] == 1}
+    phase2 = [p for p in planned if p.labels["phase"] == 2]
+    assert {p.labels["init"] for p in phase2} == {"warm", "random"} and len(phase2) == 2 * len(phase1)
+    for p in phase2:
+        s, parent = p.spec, phase1[condition(p)]
+        assert parent.train_fraction == 0.5 and s.train_fraction == 1.0
+        if p.labels["init"] == "warm":
+            assert s.parent == parent and p.labels["baseline"] is False
+        else:
+            assert s.parent is None and p.labels["baseline"] is True
 
 
 def test_phase1_trains_on_half_the_pool(parent, split):

@@ -476,3 +476,31 @@ def test_a_random_run_with_a_new_draw_starts_from_other_weights_than_its_phase1_
     first = phase1[0][0]
     run_block([first], data, [split], [None], log=None)
     assert not torch.equal(recorded["runner"][-1].start["1.weight"][0], recorded["runner"][-2].start["1.weight"][0])
+
+
+def test_a_transfer_target_run_starts_from_the_source_models_tensors_that_fit(tmp_path, recorded):
+    """The transfer kind: the source run trains on its whole pool; each target run with ``transfer`` starts
+    from the source's tensors where name and shape fit (here all of them: MNIST-1D drawn otherwise has the
+    same input and classes), from a fresh draw elsewhere."""
+    cfg = config()
+    cfg["datasets"]["shifted"] = {"name": "mnist1d", "num_samples": 600, "seed": 4, "iid_noise_scale": 0.1}
+    cfg["experiments"] = {"transfer": {"kind": "transfer", "report": "transfer", "source": "mnist1d",
+                                       "target": "shifted", "models": ["mlp"], "optimizers": ["adam"], "seeds": [0],
+                                       "fractions": [0.5], "inits": ["init_random", strategy_label("transfer")]}}
+    plan = plan_experiments(cfg)
+    (source,) = planned(plan, "transfer", phase=1)
+    (target,) = planned(plan, "transfer", phase=2, init=strategy_label("transfer"))
+    assert target.parent == source and target.dataset != source.dataset
+
+    def device_data(options):
+        raw = load_raw("mnist1d", tmp_path / str(options["seed"]), **options)
+        return DeviceData(raw.x_train.float(), raw.y_train, raw.x_test.float(), raw.y_test, raw.num_classes,
+                          raw.input_shape)
+    src_data, tgt_data = device_data(dict(source.dataset.options)), device_data(dict(target.dataset.options))
+    model, _, _ = run_block([source], src_data, [make_split(len(src_data.x_train), 0, source.validation_fraction)],
+                            [None], log=None)[0]
+    parent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    run_block([target], tgt_data, [make_split(len(tgt_data.x_train), 0, target.validation_fraction)], [parent],
+              log=None)
+    assert_starts_at(recorded["runner"][-1].start, 0, reference("transfer", batch_start(target, tgt_data, parent)),
+                     "transfer target")

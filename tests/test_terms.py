@@ -71,9 +71,10 @@ def test_l2_init_in_a_single_run_keeps_a_warm_start_close_to_its_start(data):
     plain = spec(0, init=InitSpec("warm"), parent=parent, stop=stop, optimizer=OptimizerSpec("adam", 0.01))
     held = plain.replace(terms=(TermSpec("l2_init", {"coef": 1.0}),))
     free_model, _, _ = run_training(plain, data, split, state, log=None)
-    held_model, held_result, _ = run_training(held, data, split, state, log=None)
+    held_model, _, _ = run_training(held, data, split, state, log=None)
     assert distance_to_start(held_model, state) < 0.5 * distance_to_start(free_model, state)
-    assert held_result.final["train_loss"] > 0  # the reported loss is the cross-entropy, as without the term
+    # (that the reported loss is the cross-entropy alone, without the term, is checked exactly in
+    # test_formulas_terms.py::test_the_reported_training_loss_is_the_cross_entropy_without_the_terms)
 
 
 def test_l2_init_stacked_equals_single(data):
