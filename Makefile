@@ -29,7 +29,7 @@ test: venv
 
 # Mutation testing (mutmut) of the formulas behind the reported numbers (inits, loss terms, probes, the
 # stop rule, report statistics) with their fast tests: pyproject.toml [tool.mutmut] and
-# [tool.warmstart.mutate], README "Mutation testing". About 10 min on 2 cores; not part of CI.
+# [tool.warmstart.mutate], docs/testing.md. About 10 min on 2 cores; not part of CI.
 MUTATE_CHILDREN ?= 1
 mutate: venv
 	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[mutate]"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "pkg"))  # the library, also whe
 try:
     from warmstart.config import check_config
     from warmstart.errors import ConfigError
-    from warmstart.experiments import plan_blocks, plan_experiments
+    from warmstart.experiments import plan_blocks, plan_experiments, plan_stream_blocks
 except ImportError as e:
     raise WorkflowError(
         f"cannot import the warmstart library ({e}): run `make venv` or `pip install -e .` first"
@@ -42,7 +42,8 @@ try:
     PLAN = plan_experiments(config)
     # Training jobs: the seeds of a stackable condition in fixed blocks, every other run alone. A pure
     # function of the config, so job names are the same before, during and after training.
-    BLOCKS = plan_blocks(PLAN, config["stack_seeds"])
+    BLOCKS = plan_blocks(PLAN, config["stack_seeds"], config["stacks_per_job"])
+    STREAM_BLOCKS = plan_stream_blocks(PLAN, config["streams_per_job"])
 except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 

@@ -117,6 +117,29 @@ def test_ewc_is_half_the_coefficient_times_the_fisher_weighted_squared_distance_
     torch.testing.assert_close(term(batch), expected)  # the bound term hands the penalty its own state
 
 
+def test_parseval_sums_each_layers_gram_distance_from_the_scaled_identity_and_a_norm_layers_gains():
+    """coef * (||W W^T - s I||^2 for a linear weight, for a conv kernel as its (out, -1) matrix, and
+    ||w^2 - s||^2 for a norm layer's 1-D weight); biases and a position embedding left out; per seed."""
+    g = torch.Generator().manual_seed(5)
+    params = {"0.weight": torch.randn(S, 3, 2, 3, 3, generator=g), "0.bias": torch.randn(S, 3, generator=g),
+              "1.weight": torch.randn(S, 3, generator=g), "1.bias": torch.randn(S, 3, generator=g),
+              "4.weight": torch.randn(S, C, 5, generator=g), "pos_embed": torch.randn(S, 1, 4, 5, generator=g)}
+    batch = linear_batch()
+    batch.params = params
+
+    def formula(s, scale):
+        conv = params["0.weight"][s].reshape(3, 18)
+        head = params["4.weight"][s]
+        return (((conv @ conv.T - scale * torch.eye(3)) ** 2).sum() + ((head @ head.T - scale * torch.eye(C)) ** 2).sum()
+                + ((params["1.weight"][s] ** 2 - scale) ** 2).sum())
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=0.3, scale=2.0), per_seed(lambda s: 0.3 * formula(s, 2.0)))
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=0.3), per_seed(lambda s: 0.3 * formula(s, 1.0)))
+    # an orthonormal layer costs nothing
+    q = torch.linalg.qr(torch.randn(S, 5, 3, generator=g)).Q.transpose(1, 2)  # [S, 3, 5], orthonormal rows
+    batch.params = {"0.weight": q, "0.bias": torch.randn(S, 3, generator=g)}
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=1.0), torch.zeros(S), atol=1e-5, rtol=0)
+
+
 # -- EWC's Fisher --------------------------------------------------------------------------------------------
 
 def net(seed: int = 0) -> nn.Module:

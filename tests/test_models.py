@@ -25,12 +25,17 @@ def test_the_papers_models_are_registered():
     assert {"mlp", "logreg", "resnet18"} <= set(MODELS)
 
 
+# archs that need options (tests/test_user_data.py): the user's builder stands in by a registered one;
+# torchvision's models take images only
+NEEDS_OPTIONS = {"python": {"factory": "warmstart.models:mlp"}}
+
+
 @pytest.mark.parametrize("shape", INPUT_SHAPES.values(), ids=INPUT_SHAPES.keys())
-@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("arch", sorted(set(MODELS) - {"torchvision"}))
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_every_model_gives_logits_for_every_dataset_shape(arch, shape, num_classes):
     torch.manual_seed(0)
-    model = build_model(ModelSpec(arch), shape, num_classes)
+    model = build_model(ModelSpec(arch, NEEDS_OPTIONS.get(arch, {})), shape, num_classes)
     x = torch.randn(3, *shape)
     for mode in (True, False):  # train mode (BatchNorm batch stats) and eval mode (running stats)
         model.train(mode)
@@ -122,8 +127,8 @@ def test_resnet18_runs_1d_convolutions_on_vectors():
 
 
 def test_unknown_arch_raises_spec_error_naming_the_key():
-    with pytest.raises(SpecError, match=r"^model\.arch: .*'vgg16'") as info:
-        build_model(ModelSpec("vgg16"), (3, 32, 32), 10)
+    with pytest.raises(SpecError, match=r"^model\.arch: .*'vgg19'") as info:
+        build_model(ModelSpec("vgg19"), (3, 32, 32), 10)
     assert "resnet18" in str(info.value)  # and says what is known
 
 
@@ -134,6 +139,10 @@ def test_unknown_arch_raises_spec_error_naming_the_key():
     ("logreg", {"hidden": 100}, r"^model\.options: .*'hidden'"),
     ("resnet18", {"width": 0}, r"^model\.options\.width: "),
     ("resnet18", {"depth": 34}, r"^model\.options: .*'depth'"),
+    ("vgg16", {"width": 0}, r"^model\.options\.width: "),
+    ("vit", {"dim": 16, "heads": 3}, r"^model\.options\.heads: "),
+    ("vit", {"patch": 64}, r"^model\.options\.patch: "),
+    ("vit", {"mlp_ratio": "4"}, r"^model\.options\.mlp_ratio: "),
 ])
 def test_bad_model_options_raise_spec_error_naming_the_key(arch, options, pattern):
     with pytest.raises(SpecError, match=pattern):
@@ -148,3 +157,53 @@ def test_building_is_reproducible_under_a_seed():
     a, b, c = weights(0), weights(0), weights(1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+# -- VGG-16 and a small ViT --------------------------------------------------------------------------------
+
+SMALL = {"vgg16": {"width": 4}, "vit": {"dim": 16, "depth": 2, "heads": 2}}
+
+
+@pytest.mark.parametrize("shape", INPUT_SHAPES.values(), ids=INPUT_SHAPES.keys())
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_vgg16_and_vit_train_on_every_dataset_shape_and_their_head_is_the_last_linear_layer(arch, shape):
+    from warmstart.models import head_parameter_names
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(arch, SMALL[arch]), shape, 10)
+    logits = model(torch.randn(4, *shape))
+    assert logits.shape == (4, 10)
+    logits.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    head = {"vgg16": "classifier", "vit": "head"}[arch]
+    assert head_parameter_names(model) == [f"{head}.weight", f"{head}.bias"]
+    assert not MODELS[arch].stackable
+
+
+def test_vgg16_is_13_batchnormed_3x3_convolutions_of_64_to_512_channels_five_pools_and_one_linear_classifier():
+    model = build_model(ModelSpec("vgg16"), (3, 32, 32), 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 13
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 5
+    assert [(l.in_features, l.out_features) for l in linears(model)] == [(512, 10)]
+    assert [c.out_channels for c in build_model(ModelSpec("vgg16", {"width": 16}), (3, 32, 32), 10).modules()
+            if isinstance(c, nn.Conv2d)][::3] == [16, 32, 64, 128, 128]
+
+
+def test_vit_cuts_images_and_vectors_into_patches_with_a_class_token():
+    vit = build_model(ModelSpec("vit", SMALL["vit"]), (3, 32, 32), 10)
+    assert vit.pos_embed.shape == (1, 8 * 8 + 1, 16)  # 4x4 patches of 32x32, and the class token
+    assert build_model(ModelSpec("vit", SMALL["vit"]), (1, 28, 28), 10).pos_embed.shape == (1, 7 * 7 + 1, 16)
+    vector = build_model(ModelSpec("vit", SMALL["vit"]), (40,), 10)
+    assert isinstance(vector.patch_embed, nn.Conv1d) and vector.pos_embed.shape == (1, 10 + 1, 16)
+
+
+# Parameter counts at the defaults on 3x32x32 with 10 classes (docs/models.md lists them).
+DEFAULT_COUNTS = {"vgg16": 14_724_042, "vit": 2_693_578}
+
+
+@pytest.mark.parametrize("arch", sorted(DEFAULT_COUNTS))
+def test_vgg16_and_vit_have_their_documented_parameter_counts_at_their_defaults(arch):
+    assert count_parameters(build_model(ModelSpec(arch), (3, 32, 32), 10)) == DEFAULT_COUNTS[arch]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,22 @@ def test_grouping_the_seeds_otherwise_gives_the_same_files_bit_for_bit(study, tm
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
         ea, eb = (pd.read_parquet(d / "epochs.parquet").drop(columns="epoch_time_s") for d in (a, b))
         pd.testing.assert_frame_equal(ea, eb, check_exact=True)
+
+
+def test_stacks_and_streams_sharing_jobs_give_the_same_files_bit_for_bit(study, tmp_path):
+    """The study trains a job per stack and per stream; here up to 4 stacks and 3 streams share a job."""
+    config = study_config()
+    config["stacks_per_job"], config["streams_per_job"] = 4, 3
+    config["experiments"] = {"board": config["experiments"]["board"]}
+    out = snakemake(tmp_path, config, "-n").stdout
+    assert "rule train_streams:" in out and re.search(r"wildcards: stack=\S+_x\d+_", out), out
+    snakemake(tmp_path, config)
+    summary = pd.read_parquet(study / "results" / "board" / "summary.parquet")
+    for name in summary["run_name"]:
+        a, b = study / "results" / "runs" / name, tmp_path / "results" / "runs" / name
+        wa, wb = (load_torch(d / "model.pt") for d in (a, b))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    rounds = [pd.read_parquet(d / "results" / "board" / "rounds.parquet").drop(
+        columns=["train_time_s", "init_time_s", "cumulative_train_time_s"]) for d in (study, tmp_path)]
+    assert len(rounds[0]) > 2
+    pd.testing.assert_frame_equal(*rounds, check_exact=True)

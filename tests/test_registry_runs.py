@@ -164,11 +164,31 @@ def ref_dash(s: Start, shrink_min, alpha, batch_size, per="kernel"):
     return out
 
 
+QUINTIC = (3.4445, -4.7750, 2.0315)  # Muon's Newton-Schulz coefficients, which FIRE's iteration uses
+
+
+def ref_fire(s: Start, iterations):
+    """Each conv/linear weight W (as its (out, -1) matrix, SVD U S V^T): U f^k(S / ||W||_F) V^T * sqrt(out / cols),
+    f(x) = a x + b x^3 + c x^5 applied ``iterations`` times to each singular value (what the Newton-Schulz
+    matrix iteration does to them); everything else the parent's."""
+    a, b, c = QUINTIC
+    out = dict(s.parent)
+    for name in linear_weights(s.parent_model()):
+        w = s.parent[name].double().flatten(1)
+        u, sv, vh = torch.linalg.svd(w, full_matrices=False)
+        x = sv / w.norm()
+        for _ in range(iterations):
+            x = a * x + b * x ** 3 + c * x ** 5
+        scale = (w.shape[0] / w.shape[1]) ** 0.5
+        out[name] = (u @ torch.diag(x) @ vh * scale).float().reshape(s.parent[name].shape)
+    return out
+
+
 REFERENCES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
     "random": ref_random, "warm": ref_warm, "transfer": ref_transfer, "shrink_perturb": ref_shrink_perturb,
     "noisy_warm": ref_noisy_warm, "last_layer": ref_last_layer, "last_layer_then_all": ref_last_layer_then_all,
     "shrink_perturb_weights": ref_shrink_perturb_weights, "interpolate_init": ref_interpolate_init,
-    "head_reset": ref_head_reset, "dash": ref_dash,
+    "head_reset": ref_head_reset, "dash": ref_dash, "fire": ref_fire,
 }
 
 
@@ -367,6 +387,7 @@ TERM_OPTIONS = {
     "confidence": {"coef": 0.2},
     "adversarial": {"coef": 0.5, "epsilon": 0.1},
     "ewc": {"coef": 0.3},
+    "parseval": {"coef": 0.01, "scale": 0.5},
 }
 
 
@@ -402,6 +423,9 @@ def ref_term(name: str, model: nn.Module, xb, yb, start: Start, anchor_start: di
         parent = start.parent_model()
         f = fisher(parent, start.x_parent, start.y_parent)
         return coef / 2 * sum((f[n] * (theta[n] - anchor_start[n]) ** 2).sum() for n in theta)
+    if name == "parseval":  # every layer's (out, -1) weight matrix; no norm layers in the MLP; no biases
+        weights = [m.weight.flatten(1) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        return coef * sum(((w @ w.T - options["scale"] * torch.eye(len(w))) ** 2).sum() for w in weights)
     pytest.fail(f"loss term {name!r} has no hand computation in tests/test_registry_runs.py: add it to ref_term")
 
 

@@ -143,9 +143,9 @@ def test_every_remedy_setting_is_planned_on_both_protocols_against_one_target_an
     settings = {p.labels["setting"] for p in batch}
     assert {p.labels["role"] for p in batch} == {"target", "baseline", "remedy"}
     assert {p.labels["setting"] for p in online} <= settings and online
-    # one phase-1 run per seed and optimiser serves every remedy
+    # one phase-1 run per seed, model and optimiser serves every remedy
     parents = {p.spec.parent.run_id for p in batch if p.spec.parent is not None}
-    assert len(parents) == len({(p.labels["seed"], p.labels["optimizer"]) for p in batch})
+    assert len(parents) == len({(p.labels["seed"], p.labels["model"], p.labels["optimizer"]) for p in batch})
     # a term remedy is a warm start plus the term
     term_runs = [p.spec for p in batch if p.labels["remedy"] == "l2_init"]
     assert term_runs and all(s.init.strategy == "warm" and s.terms for s in term_runs)
@@ -156,3 +156,70 @@ def test_a_remedy_label_must_name_exactly_one_init_or_term():
     config["experiments"]["leaderboard"]["remedies"]["nonsense"] = {}
     with pytest.raises(ConfigError, match=r"^experiments\.leaderboard\.remedies\.nonsense: "):
         plan_experiments(config, only=["leaderboard"])
+
+
+def test_the_paper_config_plans_fifteen_arms_on_three_architectures_and_both_protocols():
+    plan = plan_experiments(paper_config(), only=["leaderboard"])
+    planned = plan.experiments["leaderboard"]
+    arms = {p.labels["remedy"] for p in planned if p.labels.get("remedy")}
+    assert len(arms) >= 15
+    assert {"redo", "cbp", "snr", "parseval", "fire", "muon", "full_reset", "warm", "sp", "sp_weights"} <= arms
+    for protocol in ("batch", "online"):
+        assert {p.labels["model"] for p in planned if p.labels["protocol"] == protocol} == {"resnet18", "vgg16", "vit"}
+    # an intervention goes with the warm start, in phase 2 only; Muon trains phase 2 (optimizer_phases [2])
+    redo = [p.spec for p in planned if p.labels["remedy"] == "redo" and p.labels["protocol"] == "batch"]
+    assert redo and all(s.init.strategy == "warm" and s.interventions and not s.parent.interventions for s in redo)
+    muon = [p.spec for p in planned if p.labels["remedy"] == "muon" and p.labels["protocol"] == "batch"]
+    assert muon and all(s.optimizer.name == "muon" and s.parent.optimizer.name == "adam" for s in muon)
+
+
+def test_muon_trains_its_own_phase_1_when_asked():
+    config = paper_config()
+    config["experiments"]["leaderboard"]["optimizer_phases"] = [1, 2]
+    plan = plan_experiments(config, only=["leaderboard"])
+    muon = [p.spec for p in plan.experiments["leaderboard"]
+            if p.labels["remedy"] == "muon" and p.labels["protocol"] == "batch" and p.labels["phase"] == 2]
+    assert muon and all(s.parent.optimizer.name == "muon" for s in muon)
+
+
+def tiny_remedies(protocols: list[str]) -> dict:
+    """A leaderboard of one protocol on a small MNIST-1D, with an init, a term, an intervention and an
+    optimiser as remedies."""
+    return {
+        "results_dir": "results", "figures_dir": "figures", "stack_seeds": 2, "stacks_per_job": 4,
+        "resources": {"train_gpu": 0, "train_threads": 1},
+        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
+        "models": {"mlp": {"hidden": 16, "activation": "relu"}},
+        "optimizers": {"adam": {"lr": 0.01}, "muon": {"name": "muon", "lr": 0.02}},
+        "inits": {"full_reset": {"strategy": "random"}, "warm": {"strategy": "warm"},
+                  "sp": {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}},
+        "terms": {"l2_init": {"term": "l2_init", "coef": 1.0e-3}},
+        "interventions": {"redo": {"intervention": "redo", "tau": 0.5, "every": 5}},
+        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}, "batch_size": 64,
+                     "validation_fraction": 0.3, "phase1_fraction": 0.5},
+        "experiments": {"board": {
+            "kind": "remedies", "report": "leaderboard", "datasets": ["mnist1d"], "models": ["mlp"],
+            "optimizers": ["adam"], "seeds": [0, 1], "target": "full_reset", "baseline": "warm",
+            "remedies": {"sp": {}, "l2_init": {}, "redo": {}, "muon": {}}, "protocols": protocols,
+            "online": {"round_size": 100, "max_samples": 200}}},
+    }
+
+
+@pytest.mark.parametrize("protocol", ["batch", "online"])
+def test_a_leaderboard_of_one_protocol_builds_from_its_own_table(tmp_path, protocol):
+    from test_workflow import snakemake
+
+    snakemake(tmp_path, tiny_remedies([protocol]), "figures/board.csv")
+    board = pd.read_csv(tmp_path / "figures" / "board.csv")
+    assert set(board["protocol"]) == {protocol}
+    assert {"full_reset", "warm", "sp", "l2_init", "redo", "muon"} <= set(board["remedy"])
+    assert (tmp_path / "figures" / "board.png").exists()
+    other = "rounds" if protocol == "batch" else "summary"
+    assert not (tmp_path / "results" / "board" / f"{other}.parquet").exists()
+
+
+def test_an_online_protocol_needs_its_section():
+    config = tiny_remedies(["online"])
+    del config["experiments"]["board"]["online"]
+    with pytest.raises(ConfigError, match=r"protocols: 'online' needs an 'online:' section"):
+        plan_experiments(config)

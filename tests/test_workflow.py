@@ -283,6 +283,8 @@ def test_end_to_end_run_writes_parquet_tables_and_figures(finished_workdir):
     assert "mlp adam" in (figures / "table1.md").read_text()
     for pdf in ("table1.pdf", "fig1.pdf", "fig2.pdf", "fig3.pdf"):
         assert (figures / pdf).read_bytes().startswith(b"%PDF")
+    front = (figures / "index.html").read_text()  # the front page: headline numbers, every figure
+    assert "Table 1's gap" in front and all(f'src="{n}.png"' in front for n in ("table1", "fig1", "fig2", "fig3"))
 
 
 def test_the_html_report_holds_every_figure_and_table_with_its_caption_and_the_config(finished_workdir):

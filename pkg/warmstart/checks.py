@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .errors import SpecError
 from .init import STRATEGIES
+from .interventions import INTERVENTIONS
 from .models import MODELS
 from .optimizers import OPTIMIZERS
 from .probes import PROBES
@@ -24,6 +25,8 @@ def check_names(spec: RunSpec, key: str = "") -> None:
         raise SpecError(f"{prefix}init.strategy: {spec.init.strategy!r} needs a parent run to start from")
     for t in spec.terms:
         TERMS.lookup(t.name, f"{prefix}terms").check(t.options, f"{prefix}terms.{t.name}")
+    for i in spec.interventions:
+        INTERVENTIONS.lookup(i.name, f"{prefix}interventions").check(i.options, f"{prefix}interventions.{i.name}")
     for p in spec.probes:
         probe = PROBES.lookup(p.name, f"{prefix}probes")
         probe.check(p.options, f"{prefix}probes.{p.name}")
@@ -35,10 +38,12 @@ def check_names(spec: RunSpec, key: str = "") -> None:
 def stackable(spec: RunSpec) -> bool:
     """Whether ``spec`` trains on the stacked engine (its seeds as rows of ``[S, ...]`` tensors; a stack of
     one when it trains alone), so that the seeds of its condition can share a job: a stackable model, an
-    elementwise optimiser, and an init strategy and terms that work per seed. Decided by what changes the
+    elementwise (or per-row) optimiser, and an init strategy, terms and interventions that work per seed. Decided by what changes the
     run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
     experiments may add or remove) nor by speed options: a run gets the same engine, and so the same
     bits, whichever experiments ask for it and however its seeds are grouped."""
-    return (MODELS[spec.model.arch].stackable and OPTIMIZERS[spec.optimizer.name].elementwise
+    model = MODELS[spec.model.arch].stackable  # a bool, or (arch: python) a function of the model's options
+    return ((model(spec.model.options) if callable(model) else model) and OPTIMIZERS[spec.optimizer.name].stackable
             and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
-            and all(TERMS[t.name].stackable for t in spec.terms))
+            and all(TERMS[t.name].stackable for t in spec.terms)
+            and all(INTERVENTIONS[i.name].stackable for i in spec.interventions))

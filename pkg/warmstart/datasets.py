@@ -6,20 +6,28 @@ uint8, so the file is small); ``load_prepared`` puts them on the training device
 Adding a dataset is one decorated function here; its options are its keyword parameters, checked (names
 and annotated types) before any job runs. numpy and torch are imported where data is read: planning
 reads this registry and must not pay their import.
+
+Every dataset also takes the options of ``select`` (``COMMON_OPTIONS``): ``classes`` keeps only the named
+classes (labels renumbered 0..K-1 in the dataset's own class order) and ``subset: N`` keeps a seeded,
+class-stratified N of the training samples. Datasets read from the user's files (``image_folder``,
+``tensor_file``, ``table``: ``warmstart.file_datasets``) also check their files when the config is
+planned, and carry a fingerprint of them in their options (``planned_options``), so an edit on disk gives
+the prepared file, and the runs on it, a new name.
 """
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import DatasetError, SpecError
 from .io import atomic_path, save_torch
-from .registry import Registry, takes_options
+from .registry import Registry, check_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +62,44 @@ class DeviceData:
     input_shape: tuple[int, ...]
 
 
-DATASETS: Registry[Callable[..., RawDataset]] = Registry("dataset", check=takes_options(skip=2))
+# The options every dataset takes, applied by ``select`` after its loader (annotations as check_options reads them)
+COMMON_OPTIONS: dict[str, tuple[str, Any]] = {
+    "classes": ("list[str | int] | None", None),  # keep only these classes (names; an int names str(int))
+    "subset": ("int | None", None),  # keep a class-stratified N of the training samples
+    "subset_seed": ("int", 0),  # the seed of that choice
+}
+
+
+def _with_common_options(fn: Callable) -> Callable:
+    """A stand-in for ``fn`` whose signature also lists ``COMMON_OPTIONS``, for ``check_options``."""
+    params = list(inspect.signature(fn).parameters.values())
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+               for n, (a, d) in COMMON_OPTIONS.items() if n not in {p.name for p in params}]
+
+    def stand_in(*args, **kwargs):  # never called
+        raise NotImplementedError
+
+    stand_in.__signature__ = inspect.Signature(params)
+    return stand_in
+
+
+def _check_dataset(fn: Callable, options: Mapping[str, Any], key: str) -> None:
+    """The dataset registry's check: the loader's own options and the common ones (names, types), the
+    common ones' values, then, for a dataset read from the user's files, those files (``check_files``)."""
+    check_options(_with_common_options(fn), options, key, skip=2)
+    subset, classes = options.get("subset"), options.get("classes")
+    if subset is not None and subset < 1:
+        raise SpecError(f"{key}.subset: must be a positive number of training samples, got {subset!r}")
+    if classes is not None:
+        names = [str(c) for c in classes]
+        if not names or len(set(names)) != len(names):
+            raise SpecError(f"{key}.classes: must list at least one class, each once, got {classes!r}")
+    check_files = getattr(fn, "check_files", None)
+    if check_files is not None:
+        check_files(options, key)
+
+
+DATASETS: Registry[Callable[..., RawDataset]] = Registry("dataset", check=_check_dataset)
 
 
 def register_dataset(name: str):
@@ -73,7 +118,88 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool = False, **o
         fn = DATASETS.check(name, options, f"dataset {name!r}")
     except SpecError as e:
         raise DatasetError(str(e)) from None
-    return fn(Path(data_dir).expanduser(), bool(download), **options)
+    common = {k: options.pop(k) for k in COMMON_OPTIONS if k in options}
+    raw = fn(Path(data_dir).expanduser(), bool(download), **options)
+    return select(raw, f"dataset {name!r}", **common)
+
+
+def planned_options(name: str, options: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The options a planned ``DatasetSpec`` carries: the config's, checked, plus, for a dataset read from
+    the user's files, ``fingerprint``: a hash of the files' relative paths, sizes and modification times
+    (``file_datasets.fingerprint``), so that editing, adding or removing a file renames the prepared file
+    and re-prepares that dataset only. The loader checks it again when it reads the files. ``options``
+    are those ``DATASETS.check`` passed (the planner checks them first: ``labels.resolved``)."""
+    fn = DATASETS.lookup(name, key)
+    fingerprint = getattr(fn, "fingerprint", None)
+    if fingerprint is None:
+        return dict(options)
+    if "fingerprint" in options:
+        raise SpecError(f"{key}.fingerprint: is computed from the files when the workflow plans; remove it")
+    return {**options, "fingerprint": fingerprint(options)}
+
+
+def select(raw: RawDataset, what: str, classes: list | None = None, subset: int | None = None,
+           subset_seed: int = 0) -> RawDataset:
+    """Keep only ``classes`` (by name; labels renumbered 0..K-1 in the dataset's class order, in training
+    and test sets alike), then a class-stratified ``subset`` of the training samples: each kept class
+    gets one sample, and the remaining N - K are shared in proportion to the classes' remaining sizes
+    (largest remainders, ties to the lower label), each class's drawn by a permutation seeded by
+    ``subset_seed``. The chosen samples keep their order in the file. The test set is not subsetted."""
+    import numpy as np
+    import torch
+
+    if classes is None and subset is None:
+        return raw
+    names = [str(c) for c in raw.classes]
+    keep = list(range(raw.num_classes))
+    if classes is not None:
+        wanted = [str(c) for c in classes]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise DatasetError(f"{what}: classes {unknown} are not among its classes {names}; "
+                               f"edit the dataset's 'classes' option")
+        keep = [i for i, c in enumerate(names) if c in wanted]
+    table = torch.full((raw.num_classes,), -1, dtype=torch.int64)
+    table[keep] = torch.arange(len(keep))
+
+    def kept(x, y):
+        new = table[y]
+        mask = new >= 0
+        return x[mask], new[mask]
+
+    x_train, y_train = kept(raw.x_train, raw.y_train)
+    x_test, y_test = kept(raw.x_test, raw.y_test)
+    counts = torch.bincount(y_train, minlength=len(keep)).tolist()
+    empty = [names[keep[k]] for k, n in enumerate(counts) if n == 0]
+    if empty:
+        raise DatasetError(f"{what}: classes {empty} have no training samples; drop them with the "
+                           f"dataset's 'classes' option")
+    if subset is not None:
+        picks = stratified_counts(counts, subset, what)
+        rng = np.random.default_rng(subset_seed)
+        y_np = y_train.numpy()
+        chosen = [rng.permutation(np.flatnonzero(y_np == k))[:n] for k, n in enumerate(picks)]
+        index = torch.as_tensor(np.sort(np.concatenate(chosen)), dtype=torch.int64)
+        x_train, y_train = x_train[index], y_train[index]
+    return RawDataset(x_train, y_train, x_test, y_test, len(keep), [names[i] for i in keep])
+
+
+def stratified_counts(counts: list[int], n: int, what: str = "subset") -> list[int]:
+    """How many samples of each class a stratified subset of ``n`` takes (see ``select``)."""
+    total, k = sum(counts), len(counts)
+    if n > total:
+        raise DatasetError(f"{what}: subset {n} is more than its {total} training samples; lower 'subset'")
+    if n < k:
+        raise DatasetError(f"{what}: subset {n} is fewer than its {k} classes (each keeps one at least); "
+                           f"raise 'subset' or keep fewer 'classes'")
+    rest, spare = n - k, max(total - k, 1)  # integer arithmetic: exact shares and remainders
+    shares = [divmod(rest * (c - 1), spare) for c in counts]
+    picks = [1 + q for q, _ in shares]
+    left = n - sum(picks)
+    by_remainder = sorted(range(k), key=lambda i: (-shares[i][1], i))
+    for i in by_remainder[:left]:
+        picks[i] += 1
+    return picks
 
 
 def prepare_dataset(spec, data_dir: str | os.PathLike, download: bool, out_path: str | os.PathLike) -> None:
@@ -225,3 +351,7 @@ def _mnist1d(root: Path, download: bool, num_samples: int | None = None, train_s
     return RawDataset(torch.as_tensor(d["x"], dtype=torch.float32), _labels(d["y"]),
                       torch.as_tensor(d["x_test"], dtype=torch.float32), _labels(d["y_test"]),
                       10, [str(i) for i in range(10)])
+
+
+# The datasets read from the user's files register themselves with this registry (after it exists).
+from . import file_datasets  # noqa: E402,F401

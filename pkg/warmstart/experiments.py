@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ConfigError, SpecError
 from .labels import (_as_config_error, _built, _grid, checked, dataset_spec, init_spec, model_spec, optimizer_spec,
                      probe_spec, term_spec)
 from .registry import Registry
-from .spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec, StopSpec,
-                   StreamSpec, TermSpec, short_hash)
+from .spec import (DatasetSpec, EngineSpec, InitSpec, InterventionSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec,
+                   StopSpec, StreamSpec, TermSpec, short_hash)
 from .splits import split_name
 
 
@@ -59,6 +59,15 @@ class Plan:
             self.runs[spec.name] = merged(self.runs.get(spec.name), spec)
         self.experiments.setdefault(experiment, []).append(PlannedRun(spec, labels))
         return spec
+
+    def tables(self, experiment: str) -> tuple[str, ...]:
+        """The parquet tables ``experiment`` writes: of those its kind declares, the runs' (summary,
+        epochs) if it planned runs and the streams' (rounds) if it planned streams."""
+        kind = EXPERIMENT_KINDS[self.experiment_config[experiment]["kind"]]
+        planned = self.experiments.get(experiment, [])
+        has_streams = any(isinstance(p.spec, StreamSpec) for p in planned)
+        has_runs = any(not isinstance(p.spec, StreamSpec) for p in planned)
+        return tuple(t for t in kind.tables if (t in STREAM_TABLES and has_streams) or (t in RUN_TABLES and has_runs))
 
     def _trained(self) -> list[RunSpec]:
         """Every RunSpec whose data some job reads: runs, and the round template of each stream."""
@@ -442,6 +451,10 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
             plan.add(name, target_run, **labels, **c.init_labels(label), phase=2, fraction=float(f))
 
 
+REMEDY_SECTIONS = ("inits", "terms", "interventions", "optimizers")
+PROTOCOLS = ("batch", "online")
+
+
 @experiment_kind("remedies", tables=RUN_TABLES + STREAM_TABLES, required=("datasets", "target", "baseline", "remedies"),
                  properties={
     "datasets": _labels,
@@ -449,9 +462,16 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
     "target": {"type": "string", "description": "label under 'inits:' of what a remedy tries to match (random init)"},
     "baseline": {"type": "string", "description": "label under 'inits:' of the plain warm start"},
     "remedies": {"type": "object", "minProperties": 1, "description":
-                 "label under 'inits:' or 'terms:' -> {option: [values]} (a term is added to the warm start)",
+                 "label under 'inits:', 'terms:', 'interventions:' or 'optimizers:' -> {option: [values]} (a "
+                 "term, an intervention or an optimiser goes with the warm start)",
                  "additionalProperties": {"type": ["object", "null"],
                                           "additionalProperties": {"type": "array", "minItems": 1}}},
+    "protocols": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(PROTOCOLS)},
+                  "description": "batch (two phases) and/or online (rounds); default: batch, and online "
+                                 "when an 'online:' section is given"},
+    "optimizer_phases": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": [1, 2]},
+                         "description": "the batch phases an optimiser remedy (e.g. Muon) trains: [2] (default, "
+                                        "the warm start's phase only) or [1, 2] (its own phase 1 too)"},
     "online": {"type": "object", "additionalProperties": False, "properties": {
         "optimizer": {"type": "string", "description": "label under 'optimizers:' (default: the first of optimizers)"},
         "policy": {"type": "string"}, "round_size": {"type": "integer", "minimum": 1},
@@ -462,44 +482,67 @@ def plan_transfer(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
 })
 def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """The remedies compared on one protocol (the leaderboard): for each remedy, every setting of its grid
-    (an init strategy applied to the phase-1 model, or a loss term added to the warm start), beside the
-    ``target`` (random init) and the ``baseline`` (plain warm start), on the batch protocol (phase 1 on
-    ``phase1_fraction``, then the whole pool) and, with ``online``, on one stream per remedy setting
-    (``round_size`` new samples per round, the same samples for every remedy under the same seed)."""
+    (an init strategy applied to the phase-1 model; or, with the warm start, a loss term, an intervention
+    or another optimiser), beside the ``target`` (random init) and the ``baseline`` (plain warm start),
+    on the batch protocol (phase 1 on ``phase1_fraction``, then the whole pool) and/or the online one
+    (one stream per remedy setting, ``round_size`` new samples per round, the same samples for every
+    remedy under the same seed). A term, intervention or optimiser acts in phase 2 (and in every round);
+    an optimiser remedy also trains its own phase 1 when ``optimizer_phases`` is [1, 2]."""
     c = common_settings(name, {**exp, "inits": [exp["target"], exp["baseline"]]}, config)
     target, baseline = c.inits[exp["target"]], c.inits[exp["baseline"]]
     if needs_parent(target) or not needs_parent(baseline):
         raise ConfigError(f"{c.key}: the target must start afresh and the baseline from the phase-1 model")
-    conditions = [("target", exp["target"], exp["target"], target, ()),
-                  ("baseline", exp["baseline"], exp["baseline"], baseline, ())]
+    protocols = exp.get("protocols") or (["batch", "online"] if exp.get("online") is not None else ["batch"])
+    if "online" in protocols and exp.get("online") is None:
+        raise ConfigError(f"{c.key}.protocols: 'online' needs an 'online:' section (round_size, max_samples, ...)")
+    # (role, remedy label, setting, init, extra fields of the remedy's runs)
+    conditions = [("target", exp["target"], exp["target"], target, {}),
+                  ("baseline", exp["baseline"], exp["baseline"], baseline, {})]
     for label, grid in exp["remedies"].items():
-        in_inits, in_terms = label in (config.get("inits") or {}), label in (config.get("terms") or {})
-        if in_inits == in_terms:
-            raise ConfigError(f"{c.key}.remedies.{label}: must be a label under exactly one of 'inits:' and "
-                              f"'terms:'")
-        entries = _grid({"grid": {label: grid or {}}}, config, f"{c.key}.remedies", "grid",
-                        "inits" if in_inits else "terms", allow_empty=True)
+        sections = [sec for sec in REMEDY_SECTIONS if label in (config.get(sec) or {})]
+        if len(sections) != 1:
+            raise ConfigError(f"{c.key}.remedies.{label}: must be a label under exactly one of "
+                              f"{', '.join(repr(sec + ':') for sec in REMEDY_SECTIONS)}"
+                              + (f" (it is under {sections})" if sections else ""))
+        section = sections[0]
+        if section == "optimizers":
+            if grid:
+                raise ConfigError(f"{c.key}.remedies.{label}: an optimiser remedy takes no grid; define one "
+                                  "label under 'optimizers:' per setting")
+            conditions.append(("remedy", label, label, baseline,
+                               {"optimizer": optimizer_spec(label, config, f"{c.key}.remedies.{label}")}))
+            continue
+        entries = _grid({"grid": {label: grid or {}}}, config, f"{c.key}.remedies", "grid", section, allow_empty=True)
         for _, setting, entry in entries:
-            if in_inits:
-                conditions.append(("remedy", label, setting, InitSpec(entry["name"], entry["options"]), ()))
+            if section == "inits":
+                conditions.append(("remedy", label, setting, InitSpec(entry["name"], entry["options"]), {}))
+            elif section == "terms":
+                conditions.append(("remedy", label, setting, baseline,
+                                   {"terms": c.terms + (TermSpec(entry["name"], entry["options"]),)}))
             else:
-                conditions.append(("remedy", label, setting, baseline, (TermSpec(entry["name"], entry["options"]),)))
+                conditions.append(("remedy", label, setting, baseline,
+                                   {"interventions": (InterventionSpec(entry["name"], entry["options"]),)}))
     datasets = _datasets(exp, config, c.key)
     phase1_fraction = float(_setting(exp, config, "phase1_fraction"))
-    children = [init for *_, init, _ in conditions]
-    for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds):
+    optimizer_phases = exp.get("optimizer_phases", [2])
+    children = [init for _, _, _, init, _ in conditions]
+    for d, m, o, seed in itertools.product(datasets, c.models, c.optimizers, c.seeds) if "batch" in protocols else ():
         labels = {**c.labels(d, m, o, seed), "protocol": "batch"}
         phase1 = c.parent_of(c.run(datasets[d], m, o, seed, train_fraction=phase1_fraction), children)
         plan.add(name, phase1, **labels, init=phase1.init.strategy, baseline=True, phase=1, role="phase1",
                  remedy=None, setting=None)
-        for role, remedy, setting, init, terms in conditions:
-            run = phase1.replace(train_fraction=1.0, init=init, parent=phase1 if needs_parent(init) else None,
-                                 terms=c.terms + terms, keep_optimizer=False)
+        for role, remedy, setting, init, fields in conditions:
+            parent = phase1
+            if "optimizer" in fields and 1 in optimizer_phases:
+                parent = plan.add(name, phase1.replace(optimizer=fields["optimizer"]), **labels, init=phase1.init.strategy,
+                                  baseline=True, phase=1, role="phase1", remedy=remedy, setting=setting)
+            run = parent.replace(train_fraction=1.0, init=init, parent=parent if needs_parent(init) else None,
+                                 keep_optimizer=False, **fields)
             plan.add(name, run, **labels, init=setting, baseline=not needs_parent(init), phase=2, role=role,
                      remedy=remedy, setting=setting)
-    online = exp.get("online")
-    if online is None:
+    if "online" not in protocols:
         return
+    online = exp["online"]
     policy = online.get("policy", "random")
     checked("policies", policy, {}, f"{c.key}.online.policy")
     first_optimizer = next(iter(c.optimizers))  # a label c.run knows; the stream's own optimiser replaces it
@@ -507,12 +550,12 @@ def plan_remedies(plan: Plan, name: str, exp: Mapping[str, Any], config: Mapping
     opt = optimizer_spec(optimizer, config, f"{c.key}.online.optimizer")
     first_only = online.get("settings", "all") == "first"
     seen: set[str] = set()
-    for role, remedy, setting, init, terms in conditions:
+    for role, remedy, setting, init, fields in conditions:
         if first_only and remedy in seen:
             continue
         seen.add(remedy)
         for d, m, seed in itertools.product(datasets, c.models, online.get("seeds", c.seeds)):
-            template = c.run(datasets[d], m, first_optimizer, seed, optimizer=opt, terms=c.terms + terms)
+            template = c.run(datasets[d], m, first_optimizer, seed, **{"optimizer": opt, **fields})
             stream = c.stream(template, ".online", policy=policy, init=init,
                               round_size=online.get("round_size", 100), max_samples=online.get("max_samples"))
             plan.add(name, stream, **{**c.labels(d, m, first_optimizer, seed), "optimizer": optimizer,
@@ -538,15 +581,21 @@ def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -
                               f"which a {kind.name!r} experiment does not write (it writes {list(kind.tables)})")
         kind.plan(plan, name, exp, config)
         plan.experiment_config[name] = dict(exp)
+        if not set(report.tables) & set(plan.tables(name)):
+            raise ConfigError(f"experiments.{name}.report: {exp.get('report')!r} reads the tables "
+                              f"{list(report.tables)}, none of which this experiment writes")
     return plan
 
 
-def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
+def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[str, Block]:
     """The training jobs of ``plan``: the runs of one condition of the stacked engine (``checks.stackable``)
     whose seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack (with
-    ``stack_seeds`` 1, a stack of one each); every other run trains alone, in a block named after it. A
-    pure function of the plan: the same blocks before, during and after training. How seeds are grouped
-    changes no run's numbers (``runner.run_block``)."""
+    ``stack_seeds`` 1, a stack of one each); every other run trains alone, in a block named after it.
+    With ``stacks_per_job`` > 1, up to that many stacks whose runs start from the same parent stack (or
+    from none) share one job, one stack after the other: a job's start-up (a process, torch's import)
+    costs more than a small model's training. A pure function of the plan: the same blocks before,
+    during and after training. How seeds and stacks are grouped changes no run's numbers
+    (``runner.run_block``; each stack trains on its own)."""
     from .checks import stackable
 
     groups: dict[tuple, list[RunSpec]] = {}
@@ -556,11 +605,50 @@ def plan_blocks(plan: Plan, stack_seeds: int) -> dict[str, Block]:
             groups.setdefault((condition_key(spec), spec.seed // stack_seeds), []).append(spec)
         else:
             blocks[spec.name] = Block(spec.name, (spec,), stacked=False)
+    stacks: dict[tuple, list[tuple[str, tuple[RunSpec, ...]]]] = {}
     for (key, index), members in groups.items():
         members.sort(key=lambda s: s.seed)
         name = f"{members[0].condition_label}_b{index}_{key[:10]}"
-        blocks[name] = Block(name, tuple(members), stacked=True)
+        parent = members[0].parent
+        shared = (None if parent is None else condition_key(parent), members[0].dataset.key, index)
+        stacks.setdefault(shared, []).append((name, tuple(members)))
+    for shared, named in stacks.items():
+        named.sort()
+        for start in range(0, len(named), stacks_per_job):
+            chunk = named[start:start + stacks_per_job]
+            if len(chunk) == 1:
+                name = chunk[0][0]
+            else:
+                name = f"{chunk[0][0].rsplit('_', 2)[0]}_x{len(chunk)}_{short_hash([n for n, _ in chunk], 10)}"
+            blocks[name] = Block(name, tuple(s for _, members in chunk for s in members), stacked=True)
     return blocks
+
+
+def plan_stream_blocks(plan: Plan, streams_per_job: int = 1) -> dict[str, tuple[StreamSpec, ...]]:
+    """Online streams that share a training job, one after the other (``streams_per_job`` > 1): up to that
+    many streams of one dataset, in name order. A stream not listed trains in a job of its own. A pure
+    function of the plan; grouping changes no stream's numbers (each runs on its own)."""
+    if streams_per_job <= 1:
+        return {}
+    by_data: dict[str, list[StreamSpec]] = {}
+    for spec in plan.streams.values():
+        by_data.setdefault(spec.round.dataset.key, []).append(spec)
+    blocks = {}
+    for key, specs in by_data.items():
+        specs.sort(key=lambda s: s.name)
+        for start in range(0, len(specs), streams_per_job):
+            chunk = tuple(specs[start:start + streams_per_job])
+            if len(chunk) > 1:
+                blocks[f"{key}_streams_x{len(chunk)}_{short_hash([s.name for s in chunk], 10)}"] = chunk
+    return blocks
+
+
+def block_stacks(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """A training job's stacks: its runs grouped by condition, in the job's order."""
+    stacks: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        stacks.setdefault(condition_key(spec), []).append(spec)
+    return list(stacks.values())
 
 
 def condition_key(spec: RunSpec) -> str:

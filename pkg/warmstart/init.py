@@ -318,3 +318,43 @@ def dash(ctx: InitContext, shrink_min: float = 0.3, alpha: float = 0.3, per: str
     ctx.cost.time_s += time.perf_counter() - started
     ctx.cost.samples += len(ctx.x_train)
     return model
+
+
+def fire_scale(weight: torch.Tensor) -> float:
+    """FIRE's target scale for a weight seen as its (out, in * kernel) matrix: sqrt(rows / cols). For a
+    linear layer that is sqrt(d_out / d_in); for a k x k convolution sqrt(c_out / c_in) / k (the FIRE
+    paper's "divided by the kernel size"), for a 1-D one sqrt(c_out / c_in) / sqrt(k): in every case
+    sqrt(rows / cols), the scale at which the orthogonalised matrix's singular values are those of a
+    map that keeps the size of its input per unit of fan-in (the spectral scaling Muon's updates use too)."""
+    rows = weight.shape[0]
+    return (rows / (weight.numel() // rows)) ** 0.5
+
+
+@register_strategy("fire", needs_parent=True)
+def fire(ctx: InitContext, iterations: int = 10) -> nn.Module:
+    """FIRE (Han et al., ICLR 2026): from the parent's weights, the weight of every convolutional and linear
+    layer (the head included), reshaped to (out, -1), is orthogonalised by ``iterations`` Newton-Schulz
+    steps and rescaled by ``fire_scale``; biases, BatchNorm / LayerNorm parameters, other parameters and
+    buffers stay the parent's.
+
+    The iteration is Muon's quintic one (``warmstart.optim.newton_schulz``, in float64 here: it runs once): from
+    W / ||W||_F, ``X <- a X + (b A + c A^2) X`` with A = X X^T and (a, b, c) = (3.4445, -4.7750, 2.0315).
+    It keeps W's singular vectors exactly and, after enough steps, puts every singular value in about
+    [0.7, 1.2] rather than at 1: it does not converge to the polar factor U V^T. It is chosen over the
+    cubic iteration ``X <- 1.5 X - 0.5 X X^T X`` (which does converge to U V^T) because the cubic one
+    needs many more than 10 steps for the small singular values of a trained or random matrix (it grows
+    a singular value s << 1 by only 1.5x a step: from 1e-3, 10 steps reach 0.06), while the quintic one
+    grows it 3.4x a step. So W W^T (or W^T W, for a tall W) is the scaled identity only up to that band."""
+    import torch
+
+    from .optim import newton_schulz
+
+    if iterations < 1:
+        raise SpecError(f"init.options.iterations: must be >= 1, got {iterations!r}")
+    ctx.fresh.load_state_dict(ctx.parent_state, strict=True)
+    with torch.no_grad():
+        for _, layer in _weighted_layers(ctx.fresh):
+            w = layer.weight
+            ortho = newton_schulz(w.flatten(1), iterations, dtype=torch.float64)  # once per run: exactly
+            w.copy_((ortho * fire_scale(w)).reshape(w.shape).to(w.dtype))
+    return ctx.fresh

@@ -1,7 +1,7 @@
 """From config labels to checked specs: every registry name and option a config gives, checked before
 any job runs.
 
-The config names datasets, models, optimisers, init strategies, loss terms and probes once, each under a
+The config names datasets, models, optimisers, init strategies, loss terms, interventions and probes once, each under a
 label (``models: {mlp: {hidden: 100}}``; the registry name defaults to the label), and experiments refer
 to them by label. Resolving a label finds its entry and checks its options through the registry
 (``Registry.check``: against the keyword parameters of the registered function, names and annotated
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, SpecError
 from .registry import Registry
-from .spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, TermSpec
+from .spec import DatasetSpec, InitSpec, InterventionSpec, ModelSpec, OptimizerSpec, ProbeSpec, TermSpec
 
 # section (or experiment setting) naming registry entries -> (module, registry, the entry field that names
 # the registry entry: its label by default)
@@ -30,6 +30,7 @@ REGISTRIES: dict[str, tuple[str, str, str | None]] = {
     "optimizers": ("optimizers", "OPTIMIZERS", "name"),
     "inits": ("init", "STRATEGIES", "strategy"),
     "terms": ("terms", "TERMS", "term"),
+    "interventions": ("interventions", "INTERVENTIONS", "intervention"),
     "probes": ("probes", "PROBES", "probe"),
     "policies": ("policies", "POLICIES", None),  # named in experiments only, with no options
 }
@@ -87,7 +88,11 @@ def _built(cls, settings: dict, key: str):
 
 
 def dataset_spec(label: str, config, key: str) -> DatasetSpec:
-    return DatasetSpec(*resolved("datasets", label, config, key))
+    """A dataset read from the user's files also carries a fingerprint of them (``datasets.planned_options``)."""
+    from .datasets import planned_options
+
+    name, options = resolved("datasets", label, config, key)
+    return DatasetSpec(name, _as_config_error(planned_options, name, options, f"datasets.{label}"))
 
 
 def model_spec(label: str, config, key: str) -> ModelSpec:
@@ -105,6 +110,10 @@ def init_spec(label: str, config, key: str) -> InitSpec:
 
 def term_spec(label: str, config, key: str) -> TermSpec:
     return TermSpec(*resolved("terms", label, config, key))
+
+
+def intervention_spec(label: str, config, key: str) -> InterventionSpec:
+    return InterventionSpec(*resolved("interventions", label, config, key))
 
 
 def probe_spec(label: str, config, key: str) -> ProbeSpec:

@@ -97,5 +97,33 @@ def resnet18(input_shape, num_classes, width: int = 64) -> nn.Module:
     return ResNet18(input_shape, num_classes, width=width)
 
 
+@register_model("vgg16")
+def vgg16(input_shape, num_classes, width: int = 64) -> nn.Module:
+    """VGG-16 in its CIFAR form with BatchNorm and one linear classifier (``warmstart.nets.VGG16``)."""
+    from .nets import VGG16
+
+    if width < 1:
+        raise SpecError(f"model.options.width: must be >= 1, got {width!r}")
+    return VGG16(input_shape, num_classes, width=width)
+
+
+@register_model("vit")
+def vit(input_shape, num_classes, patch: int = 4, dim: int = 192, depth: int = 6, heads: int = 3,
+        mlp_ratio: float = 4.0) -> nn.Module:
+    """A small vision transformer (``warmstart.nets.ViT``); the defaults, 4x4 patches, width 192, 6 blocks
+    of 3 heads, are a CIFAR-sized ViT of 2.7 M parameters."""
+    from .nets import ViT
+
+    for name, value in (("patch", patch), ("dim", dim), ("depth", depth), ("heads", heads)):
+        if value < 1:
+            raise SpecError(f"model.options.{name}: must be >= 1, got {value!r}")
+    if mlp_ratio <= 0:
+        raise SpecError(f"model.options.mlp_ratio: must be > 0, got {mlp_ratio!r}")
+    return ViT(input_shape, num_classes, patch=patch, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+from . import external_models  # noqa: E402,F401  (arch: torchvision, arch: python; registered here)

@@ -31,7 +31,7 @@ from .spec import RunSpec, StreamSpec
 SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "epochs", "train_time_s", "converged",
                    "stopped_by", "n_train", "n_val", "num_parameters", "device")
 # metrics added later, with the value every run made before them had
-LATER_METRICS = {"precision": "fp32", "stacked_seeds": 1, "init_time_s": 0.0, "init_samples": 0}
+LATER_METRICS = {"precision": "fp32", "stacked_seeds": 1, "init_time_s": 0.0, "init_samples": 0, "units_reset": 0}
 
 
 def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

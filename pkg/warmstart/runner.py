@@ -38,6 +38,7 @@ from .records import EPOCH_FIELDS
 from .spec import RunSpec
 from .splits import Split, load_split
 from .terms import TERMS, BoundTerm
+from .units import BoundIntervention
 from .train import (Checkpointing, RunState, SingleModel, StackedModels, TrainData,
                     TrainResult, fit, resolve_engine, stack_state)
 
@@ -142,7 +143,8 @@ def run_state(specs: Sequence[RunSpec], starts: Sequence[SeedStart]) -> RunState
     anchors = {}
     if starts[0].anchors:
         anchors = {a: stack_state([s.anchors[a] for s in starts]) for a in starts[0].anchors}
-    return RunState(terms, probes, anchors)
+    interventions = [BoundIntervention(i.name, dict(i.options)) for i in spec.interventions]
+    return RunState(terms=terms, probes=probes, anchors=anchors, interventions=interventions)
 
 
 def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split]) -> TrainData:
@@ -169,7 +171,7 @@ def check_stackable(specs: Sequence[RunSpec]) -> None:
     first = specs[0]
     if not stackable(first):
         raise ValueError(f"{first.name}: cannot be stacked (model {first.model.arch!r}, optimiser "
-                         f"{first.optimizer.name!r}, init strategy or terms)")
+                         f"{first.optimizer.name!r}, init strategy, terms or interventions)")
     reference = first.seedless()
     for spec in specs[1:]:
         other = spec.seedless()
@@ -274,6 +276,7 @@ def run_metrics(spec: RunSpec, result: TrainResult, model: nn.Module, n_train: i
         "samples_seen": int(final["samples_seen"]),
         "init_time_s": init_cost.time_s,  # what the init strategy spent before training (e.g. LL+WS)
         "init_samples": init_cost.samples,
+        "units_reset": result.units_reset,  # by the run's interventions (0 without any)
         "converged": result.converged,
         "stopped_by": result.stopped_by,
         "n_train": int(n_train),
@@ -380,6 +383,27 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
         kept.rmdir()
     resume.unlink(missing_ok=True)  # stale once every run is written
     return all_metrics
+
+
+def execute_block(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out_dirs: Sequence,
+                  parent_model_paths: Sequence | None = None, parent_optimizer_paths: Sequence | None = None, *,
+                  resume_dir, block: str, **kwargs) -> list[dict]:
+    """A training job (``experiments.plan_blocks``): its stacks (or its one run), one after the other, each
+    with ``execute_runs`` and a resume file of its own (``<resume_dir>/<block>[.<k>].pt``)."""
+    from .experiments import block_stacks
+
+    k = len(specs)
+    columns = list(zip(specs, split_paths, out_dirs, parent_model_paths or [None] * k,
+                       parent_optimizer_paths or [None] * k))
+    position = {id(spec): i for i, spec in enumerate(specs)}
+    stacks = block_stacks(specs)
+    metrics = []
+    for n, stack in enumerate(stacks):
+        rows = [columns[position[id(spec)]] for spec in stack]
+        resume = Path(resume_dir) / (f"{block}.pt" if len(stacks) == 1 else f"{block}.{n}.pt")
+        metrics += execute_runs([r[0] for r in rows], data_path, [r[1] for r in rows], [r[2] for r in rows],
+                                [r[3] for r in rows], [r[4] for r in rows], resume_path=resume, **kwargs)
+    return metrics
 
 
 def setup_job(device: str, threads: int | None, log: Callable[[str], None]) -> torch.device:

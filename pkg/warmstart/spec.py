@@ -160,6 +160,16 @@ class TermSpec(_WithOptions):
 
 
 @dataclass(frozen=True)
+class InterventionSpec(_WithOptions):
+    """What may rewrite weights and optimiser state while a run trains (units reset every so many steps):
+    ``name`` is an entry of ``warmstart.interventions.INTERVENTIONS``, ``options`` its keyword arguments
+    (``every`` among them). Part of a run's identity."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ProbeSpec(_WithOptions):
     """A per-epoch measurement: ``name`` is an entry of ``warmstart.probes.PROBES``. It only measures (it
     changes no weight, optimiser state or random stream), so it is not part of a run's identity."""
@@ -204,6 +214,8 @@ class RunSpec:
     ``seed`` seeds the split, the initialisation and the batch order. A child run starts from its
     ``parent``'s final weights, or from the parent's checkpoint after ``parent_epoch`` epochs.
 
+    ``terms`` are added to the loss; ``interventions`` reset units while it trains.
+
     Not part of the identity: ``probes`` (per-epoch measurements), ``checkpoints`` (epochs after which
     the weights are kept, for children that start there) and ``keep_optimizer`` (keep the final optimiser
     state, for children that continue it).
@@ -225,10 +237,12 @@ class RunSpec:
     probes: tuple[ProbeSpec, ...] = ()
     checkpoints: tuple[int, ...] = ()
     keep_optimizer: bool = False
+    interventions: tuple[InterventionSpec, ...] = ()
 
     def __post_init__(self) -> None:
         _coerce_floats(self, "", "train_fraction", "validation_fraction")
         object.__setattr__(self, "terms", _named(TermSpec, self.terms, "terms"))
+        object.__setattr__(self, "interventions", _named(InterventionSpec, self.interventions, "interventions"))
         object.__setattr__(self, "probes", _named(ProbeSpec, self.probes, "probes"))
         object.__setattr__(self, "checkpoints", tuple(sorted(set(self.checkpoints))))
         self.validate()
@@ -279,6 +293,8 @@ class RunSpec:
             identity["precision"] = self.engine.precision
         if self.terms:
             identity["terms"] = [dataclasses.asdict(t) for t in self.terms]
+        if self.interventions:
+            identity["interventions"] = [dataclasses.asdict(i) for i in self.interventions]
         if self.parent_epoch is not None:
             identity["parent_epoch"] = self.parent_epoch
         return identity
@@ -342,6 +358,7 @@ class RunSpec:
             parent=None if d.get("parent") is None else cls.from_dict(d["parent"]),
             engine=EngineSpec(**d.get("engine", {})),
             terms=tuple(d.get("terms", ())),
+            interventions=tuple(d.get("interventions", ())),
             parent_epoch=d.get("parent_epoch"),
             probes=tuple(d.get("probes", ())),
             checkpoints=tuple(d.get("checkpoints", ())),

@@ -176,3 +176,35 @@ def ewc(batch: TermBatch, coef: float, samples: int | None = None) -> torch.Tens
     begins (``samples`` caps the data it is estimated on)."""
     anchor = batch.anchors["start"]
     return coef / 2 * per_seed_sum(batch.state[n] * (batch.params[n] - anchor[n]).square() for n in batch.state)
+
+
+def _is_weight(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] == "weight"
+
+
+@register_term("parseval")
+def parseval(batch: TermBatch, coef: float, scale: float = 1.0) -> torch.Tensor:
+    """Parseval regularisation (Cisse et al. 2017; as a warm-start remedy, Chung et al. 2024):
+    ``coef * sum ||W W^T - scale I||_F^2`` over the weight of every layer, W reshaped to (out, -1) (a
+    convolution's kernel too), plus ``||w^2 - scale||^2`` for the 1-D weight of a normalisation layer (its
+    diagonal map's W W^T). Which tensors are weights is read from their names, the one thing a term sees
+    of the model: a parameter called ``...weight`` (torch's name for a layer's weight), matrices when they
+    have two or more dimensions per seed, a norm layer's otherwise. Biases, and parameters that are no
+    layer's weight (a ViT's position embedding and class token), are excluded. Per seed: [S]."""
+    import torch
+
+    total = None
+    for name, p in batch.params.items():
+        if not _is_weight(name):
+            continue
+        if p.dim() >= 3:  # [S, out, ...]: each seed's (out, -1) matrix
+            w = p.flatten(2)
+            gram = torch.bmm(w, w.transpose(1, 2))
+            eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+            value = (gram - scale * eye).square().sum((1, 2))
+        else:  # [S, features]: a normalisation layer's gains
+            value = (p.flatten(1).square() - scale).square().sum(1)
+        total = value if total is None else total + value
+    if total is None:
+        return batch.cross_entropy.new_zeros(batch.cross_entropy.shape)
+    return coef * total

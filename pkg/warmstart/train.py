@@ -113,17 +113,66 @@ def _formatted(xb: torch.Tensor, resolved: ResolvedEngine) -> torch.Tensor:
 
 # -- the models being trained: one, or a stack of seeds ------------------------------------------------------
 
-class SingleModel:
+class _Recording:
+    """What both trainees share: an activation recorder (``warmstart.units``), called only during the
+    forward passes a ``recording()`` block makes (the training objective's), never during evaluation,
+    probes or a loss term's extra forward."""
+
+    _record: Callable[[str, torch.Tensor], None] | None = None
+    _recording: bool = False
+
+    def set_recorder(self, record: Callable[[str, torch.Tensor], None], names: Collection[str]) -> None:
+        self._record = record
+
+    @contextlib.contextmanager
+    def recording(self):
+        self._recording = self._record is not None
+        try:
+            yield
+        finally:
+            self._recording = False
+
+    def _maybe_record(self, name: str, h: torch.Tensor) -> None:
+        if self._recording:
+            self._record(name, h)
+
+
+class SingleModel(_Recording):
     """One model of any architecture, seen through the seed-stacked interface with S = 1."""
 
     num_seeds = 1
+    stacked = False
 
     def __init__(self, model: nn.Module, resolved: ResolvedEngine = ResolvedEngine()):
         self.model, self.resolved = model, resolved
         self.module = prepare_model(model, resolved)
+        self._hooks: list = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(_formatted(x[0], self.resolved)).unsqueeze(0)
+
+    def set_recorder(self, record, names) -> None:
+        from .units import hook_activations
+
+        super().set_recorder(record, names)
+        self._hooks = hook_activations(self.model, set(names), self._maybe_record)
+
+    def trainable_names(self) -> set[str]:
+        return {n for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def leaf(self, name: str) -> torch.Tensor:
+        """The tensor the optimiser holds for parameter ``name``."""
+        return self.model.get_parameter(name)
+
+    def param_rows(self, name: str) -> torch.Tensor:
+        """Parameter ``name`` as a [1, ...] view: writes (under no_grad) reach the model."""
+        return self.model.get_parameter(name).unsqueeze(0)
+
+    def buffer_rows(self, name: str) -> torch.Tensor | None:
+        return self.model.get_buffer(name).unsqueeze(0)
+
+    def module_of(self, row: int) -> nn.Module:
+        return self.model
 
     def named_params(self) -> dict[str, torch.Tensor]:
         return {n: p.unsqueeze(0) for n, p in self.model.named_parameters()}
@@ -181,7 +230,7 @@ def stack_layers(model: nn.Module) -> list[tuple]:
         elif isinstance(layer, nn.Linear):
             ops.append(("linear", f"{name}.weight", None if layer.bias is None else f"{name}.bias"))
         elif type(layer) in _ACTIVATIONS:
-            ops.append(("act", _ACTIVATIONS[type(layer)]))
+            ops.append(("act", _ACTIVATIONS[type(layer)], name))
         else:
             raise ValueError(f"stacked training cannot batch layer {name}: {layer!r}")
     if any(True for _ in model.buffers()):
@@ -189,9 +238,10 @@ def stack_layers(model: nn.Module) -> list[tuple]:
     return ops
 
 
-def _bmm_forward(ops: list[tuple]) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
-    """Hand-written batched forward: x [S, B, ...] -> logits [S, B, C], one baddbmm per linear layer."""
-    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _bmm_forward(ops: list[tuple]) -> Callable[..., torch.Tensor]:
+    """Hand-written batched forward: x [S, B, ...] -> logits [S, B, C], one baddbmm per linear layer;
+    ``record(name, h)`` (when given) receives each activation layer's output [S, B, U]."""
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor, record=None) -> torch.Tensor:
         h = x
         for op in ops:
             if op[0] == "flatten":
@@ -201,6 +251,8 @@ def _bmm_forward(ops: list[tuple]) -> Callable[[dict[str, torch.Tensor], torch.T
                 h = torch.bmm(h, w) if op[2] is None else torch.baddbmm(params[op[2]].unsqueeze(1), h, w)
             else:
                 h = op[1](h)
+                if record is not None:
+                    record(op[2], h)
         return h
     return forward
 
@@ -214,7 +266,7 @@ def _vmap_forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.
     return torch.vmap(one, in_dims=(0, 0))
 
 
-class StackedModels:
+class StackedModels(_Recording):
     """S seeds of one stackable model (``stack_layers``) as ``[S, ...]`` leaf tensors, one row per seed.
 
     Each seed keeps its own module (``models()``); ``export(row)`` copies its row back into it, and
@@ -230,6 +282,7 @@ class StackedModels:
                                     for n in self.trainable})
         self.rows = list(range(len(self._models)))  # the model behind each row still in the stack
         self._training = True
+        self._method = method
 
     def _leaves(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: t.detach().clone().requires_grad_(self.trainable[n]) for n, t in tensors.items()}
@@ -238,11 +291,35 @@ class StackedModels:
     def num_seeds(self) -> int:
         return len(self.rows)
 
+    stacked = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._recording:
+            return self._forward(self.params, x, self._maybe_record)
         return self._forward(self.params, x)
+
+    def set_recorder(self, record, names) -> None:
+        if self._method != "bmm":
+            raise ValueError("interventions need the bmm stacked forward (it records the activations)")
+        super().set_recorder(record, names)
 
     def named_params(self) -> dict[str, torch.Tensor]:
         return self.params
+
+    def trainable_names(self) -> set[str]:
+        return {n for n, t in self.trainable.items() if t}
+
+    def leaf(self, name: str) -> torch.Tensor:
+        return self.params[name]
+
+    def param_rows(self, name: str) -> torch.Tensor:
+        return self.params[name]
+
+    def buffer_rows(self, name: str) -> None:
+        return None  # stacked models have no buffers (stack_layers)
+
+    def module_of(self, row: int) -> nn.Module:
+        return self._models[self.rows[row]]
 
     def optimizer_params(self) -> list[torch.Tensor]:
         return [p for p in self.params.values() if p.requires_grad]
@@ -316,6 +393,7 @@ class RunState:
 
     terms: list[BoundTerm] = field(default_factory=list)
     probes: list[BoundProbe] = field(default_factory=list)
+    interventions: list = field(default_factory=list)  # units.BoundIntervention, driven by units.Interventions
     anchors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     probe_columns: list[list[str]] = field(default_factory=list)  # the columns each probe measured, in order
 
@@ -331,7 +409,7 @@ def batch_objective(trainee, xb: torch.Tensor, yb: torch.Tensor, run: RunState,
                     resolved: ResolvedEngine) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The one definition of what a run minimises: per seed, the mean cross-entropy of the batch plus
     every loss term of the run. Returns (objective [S], cross-entropy [S], logits [S, B, C])."""
-    with resolved.context(xb.device):
+    with resolved.context(xb.device), trainee.recording():
         logits = trainee.forward(xb)
     logits = logits.float()
     s = logits.shape[0]
@@ -351,12 +429,14 @@ def batch_objective(trainee, xb: torch.Tensor, yb: torch.Tensor, run: RunState,
 
 def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
                 batch_size: int, run: RunState | None = None, resolved: ResolvedEngine = ResolvedEngine(),
-                restart_every: int | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, int]]:
+                restart_every: int | None = None, interventions=None,
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, int]]:
     """One pass of every seed over its batch order ``order`` [S, n] (indices into x, y). Returns each
     seed's summed cross-entropy and correct count as device tensors [S] (read them once, after the epoch:
     reading per step would synchronise the host every step), and the correct count [S] and sample count
     since the counts last restarted (every ``restart_every`` batches; None: the whole epoch), which the
-    stop rule reads (``StopSpec.restart_every``)."""
+    stop rule reads (``StopSpec.restart_every``). ``interventions`` (``units.Interventions``) run after
+    each optimiser step."""
     run = run or RunState()
     s, n = order.shape
     loss_sum = torch.zeros(s, device=x.device)
@@ -375,6 +455,8 @@ def train_epoch(trainee, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.T
         opt.zero_grad(set_to_none=True)
         objective.sum().backward()  # d(sum)/d(row s) = d(objective s)/d(row s): each seed's own gradient
         opt.step()
+        if interventions is not None:
+            interventions.after_step(opt, yb.shape[1])
         loss_sum += ce.detach() * yb.shape[1]
         correct += (logits.detach().argmax(-1) == yb).sum(1)
     return loss_sum, correct, (correct - restarted, n - restarted_at)
@@ -444,6 +526,7 @@ class TrainResult:
     engine: ResolvedEngine = field(default_factory=ResolvedEngine)
     optimizer_state: dict | None = None  # the final optimiser state, when asked to keep it
     probe_columns: list[list[str]] = field(default_factory=list)  # per probe of the run: its columns
+    units_reset: int = 0  # units the run's interventions reset
 
     @property
     def converged(self) -> bool:
@@ -505,6 +588,62 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class LoopState:
+    """Where ``fit`` stands: everything a resumed run needs to go on with the same bits, in one object
+    that saves and restores itself (``save`` / ``restore``). Per seed position i (the order of ``seeds``):
+    its epoch records, why it stopped, its training time, and, once done, its final state dict; ``active``
+    lists the positions still training, in the trainee's row order."""
+
+    active: list[int]
+    histories: list[list[dict[str, float]]]
+    stopped_by: list[str]
+    train_time: list[float]
+    generators: list[torch.Generator]
+    finished: dict[int, dict | None] = field(default_factory=dict)  # exported seeds (state dicts once saved)
+    kept_states: dict[int, dict] = field(default_factory=dict)  # seed -> its final optimiser state, if kept
+    units_reset: dict[int, int] = field(default_factory=dict)  # finished seed -> units its interventions reset
+
+    @classmethod
+    def start(cls, seeds: Sequence[int], stop: StopSpec) -> "LoopState":
+        # seed i's batch order depends only on its seed: its own generator
+        return cls(list(range(len(seeds))), [[] for _ in seeds], [stop.cap_reason] * len(seeds),
+                   [0.0] * len(seeds), [torch.Generator().manual_seed(2 * seed + 1) for seed in seeds])
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done by the seeds still training."""
+        return len(self.histories[self.active[0]]) if self.active else 0
+
+    def save(self, checkpointing: Checkpointing, trainee, opt, interventions) -> None:
+        models = trainee.models()
+        save_torch({"tag": checkpointing.tag, "active": self.active, "histories": self.histories,
+                    "stopped_by": self.stopped_by, "train_time": self.train_time,
+                    "generators": [g.get_state() for g in self.generators],
+                    "finished": {i: models[i].state_dict() for i in self.finished}, "kept_states": self.kept_states,
+                    "units_reset": self.units_reset,
+                    "trainee": trainee.resume_state(), "optimizer": opt.state_dict(),
+                    "interventions": None if interventions is None else interventions.resume_state()},
+                   checkpointing.path)
+
+    def restore(self, saved: dict, trainee, make_opt, interventions):
+        """Take the saved state over (the trainee's rows, its modules of finished seeds, the interventions'
+        state); returns the optimiser, rebuilt over the saved rows."""
+        self.active, self.histories, self.stopped_by, self.train_time = (
+            saved["active"], saved["histories"], saved["stopped_by"], saved["train_time"])
+        for g, state in zip(self.generators, saved["generators"]):
+            g.set_state(state)
+        for i, state in saved["finished"].items():
+            trainee.models()[i].load_state_dict(state)
+            self.finished[i] = state
+        self.kept_states, self.units_reset = saved["kept_states"], saved["units_reset"]
+        opt = trainee.load_resume_state(saved["trainee"], make_opt)
+        opt.load_state_dict(saved["optimizer"])
+        if interventions is not None:
+            interventions.load_resume_state(saved["interventions"])
+        return opt
+
+
 def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int], *, batch_size: int,
         stop: StopSpec, run: RunState | None = None, resolved: ResolvedEngine = ResolvedEngine(),
         eval_batch_size: int = 4096, evaluate_every_epoch: bool = True, checkpointing: Checkpointing | None = None,
@@ -519,57 +658,50 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
     compares it (or, with ``stop.restart_every``, its counts since they last restarted, as the authors'
     code does every 10 batches) with the threshold. With ``evaluate_every_epoch`` off,
     a seed is evaluated only after its last epoch (the other records hold NaN). ``epoch_time_s`` of a seed
-    is the epoch's training time divided by the seeds trained in it (its share of the shared work).
-    After each epoch in ``export_at``, every seed's row is written into its own module before ``on_epoch``.
+    is the epoch's training time divided by the seeds trained in it (its share of the shared work); the
+    run's interventions run inside it. After each epoch in ``export_at``, every seed's row is written
+    into its own module before ``on_epoch``.
     """
+    from .units import Interventions
+
     run = run or RunState()
     device = data.x.device
     s_all = len(seeds)
-    make_opt = lambda params: build_optimizer(params, optimizer)  # noqa: E731
+    # the module behind the rows and whether they are stacked: what a per-layer optimiser (Muon) needs
+    make_opt = lambda params: build_optimizer(params, optimizer, model=trainee.models()[0],  # noqa: E731
+                                              stacked=isinstance(trainee, StackedModels))
     opt = make_opt(trainee.optimizer_params())
     if optimizer_state is not None:
         # a copy: load_state_dict keeps same-device tensors as they are, and the steps update them in place
         opt.load_state_dict(copy.deepcopy(optimizer_state))
-    gens = [torch.Generator().manual_seed(2 * seed + 1) for seed in seeds]
+    interventions = Interventions(run.interventions, trainee, seeds) if run.interventions else None
     n = data.train_idx.shape[1]
-    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
-    stopped_by = [stop.cap_reason] * s_all
-    train_time = [0.0] * s_all
-    finished: dict[int, dict] = {}  # row of a seed done before a resume -> its final state dict
-    kept_states: dict[int, dict] = {}  # seed -> its final optimiser state, when asked to keep it
-    active = list(range(s_all))  # seed positions of the trainee's rows, in row order
+    loop = LoopState.start(seeds, stop)
     subset = data
 
     if checkpointing is not None and checkpointing.path.exists():
         saved = load_torch(checkpointing.path, what="the resume state", map_location=device,
                            fix=f"Delete {checkpointing.path}: the job then starts its runs from the beginning")
         if saved.get("tag") == checkpointing.tag:
-            active, histories, stopped_by, train_time = (saved["active"], saved["histories"], saved["stopped_by"],
-                                                         saved["train_time"])
-            for i, state in saved["finished"].items():
-                trainee.models()[i].load_state_dict(state)
-                finished[i] = state
-            kept_states = saved["kept_states"]
-            index = torch.tensor(active, device=device)
+            opt = loop.restore(saved, trainee, make_opt, interventions)
+            index = torch.tensor(loop.active, device=device)
             run.keep(index)
             subset = data.rows(index)
-            opt = trainee.load_resume_state(saved["trainee"], make_opt)
-            opt.load_state_dict(saved["optimizer"])
-            for g, state in zip(gens, saved["generators"]):
-                g.set_state(state)
             if log:
-                log(f"resumed from {checkpointing.path} after epoch {len(histories[active[0]])}")
+                log(f"resumed from {checkpointing.path} after epoch {loop.epoch}")
     last_checkpoint = last_log = time.monotonic()
 
     trainee.train(True)
-    start_epoch = len(histories[active[0]]) if active else stop.max_epochs
+    start_epoch = loop.epoch if loop.active else stop.max_epochs
     with save_on_signal(checkpointing is not None) as signalled:
         for epoch in range(start_epoch, stop.max_epochs):
+            active = loop.active
             t0 = time.perf_counter()
-            perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active]).to(device, non_blocking=True)
+            perms = torch.stack([torch.randperm(n, generator=loop.generators[i]) for i in active]).to(
+                device, non_blocking=True)
             order = torch.gather(subset.train_idx, 1, perms)
             loss_sum, correct, (recent, n_recent) = train_epoch(trainee, opt, data.x, data.y, order, batch_size, run,
-                                                                resolved, stop.restart_every)
+                                                                resolved, stop.restart_every, interventions)
             _synchronize(device)
             epoch_time = (time.perf_counter() - t0) / len(active)
 
@@ -580,14 +712,14 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
                 val_loss, val_acc = evaluate_rows(trainee, data.x, data.y, subset.val_idx, eval_batch_size, resolved)
             measured = _measure(trainee, data, subset, run, resolved, eval_batch_size)
             for row, i in enumerate(active):
-                train_time[i] += epoch_time
+                loop.train_time[i] += epoch_time
                 shown = evaluate_every_epoch or row in done
                 record = epoch_record(epoch + 1, loss_sum[row], correct[row], n,
                                       val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
                                       epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
-                histories[i].append(record)
+                loop.histories[i].append(record)
                 if reached[row]:
-                    stopped_by[i] = "threshold"
+                    loop.stopped_by[i] = "threshold"
                 if record["epoch"] in export_at:  # e.g. a kept checkpoint: seed i's module holds its weights
                     trainee.export(row)
                 if on_epoch:
@@ -595,42 +727,41 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
                 if row in done:
                     trainee.export(row)
                     if keep_optimizer:
-                        kept_states[i] = trainee.row_optimizer_state(opt, row)
+                        loop.kept_states[i] = trainee.row_optimizer_state(opt, row)
+                    if interventions is not None:
+                        loop.units_reset[i] = interventions.resets[row]
                     if log and s_all > 1:
-                        log(f"[seed {seeds[i]}] done after epoch {epoch + 1} ({stopped_by[i]}): "
+                        log(f"[seed {seeds[i]}] done after epoch {epoch + 1} ({loop.stopped_by[i]}): "
                             f"train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}")
 
             now = time.monotonic()
             if log and (now - last_log >= log_every_s or (s_all == 1 and done)):
                 log(f"epoch {epoch + 1}/{stop.max_epochs}: " + "  ".join(
-                    f"train_acc {histories[i][-1]['train_acc']:.4f} val_acc {histories[i][-1]['val_acc']:.4f}"
-                    for i in active) + f"  train_time {max(train_time):.1f}s")
+                    f"train_acc {loop.histories[i][-1]['train_acc']:.4f} val_acc {loop.histories[i][-1]['val_acc']:.4f}"
+                    for i in active) + f"  train_time {max(loop.train_time):.1f}s")
                 last_log = now
             if done:
                 keep_rows = [row for row in range(len(active)) if row not in done]
                 for row in done:
-                    finished[active[row]] = None  # exported: its module holds the final weights
-                active = [active[row] for row in keep_rows]
-                if not active:
+                    loop.finished[active[row]] = None  # exported: its module holds the final weights
+                loop.active = [active[row] for row in keep_rows]
+                if not loop.active:
                     break
                 index = torch.tensor(keep_rows, device=device)
                 opt = trainee.keep(keep_rows, opt, make_opt)
                 run.keep(index)
+                if interventions is not None:
+                    interventions.keep(keep_rows, index)
                 subset = subset.rows(index)
             if checkpointing is not None and (now - last_checkpoint >= checkpointing.every_s or signalled):
-                models = trainee.models()
-                save_torch({"tag": checkpointing.tag, "active": active, "histories": histories,
-                            "stopped_by": stopped_by, "train_time": train_time,
-                            "finished": {i: models[i].state_dict() for i in finished}, "kept_states": kept_states,
-                            "trainee": trainee.resume_state(), "optimizer": opt.state_dict(),
-                            "generators": [g.get_state() for g in gens]}, checkpointing.path)
+                loop.save(checkpointing, trainee, opt, interventions)
                 last_checkpoint = now
                 if signalled:  # a scheduler's preemption or time-limit warning: stop now, resume later
                     raise SystemExit(f"{signalled[0]}: saved resumable state after epoch {epoch + 1} to "
                                      f"{checkpointing.path}; the job resumes from it when it runs again")
 
-    return [TrainResult(histories[i], stopped_by[i], train_time[i], resolved, kept_states.get(i), run.probe_columns)
-            for i in range(s_all)]
+    return [TrainResult(loop.histories[i], loop.stopped_by[i], loop.train_time[i], resolved, loop.kept_states.get(i),
+                        run.probe_columns, loop.units_reset.get(i, 0)) for i in range(s_all)]
 
 
 def _measure(trainee, data: TrainData, subset: TrainData, run: RunState, resolved: ResolvedEngine,

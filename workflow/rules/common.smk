@@ -24,7 +24,7 @@ from warmstart.plan_io import (
     probe_file,
     spec_json,
 )
-from warmstart.reports import REPORTS, caption
+from warmstart.reports import REPORTS, _first_paragraph, caption
 from warmstart.spec import StreamSpec
 
 RESULTS = config["results_dir"]
@@ -35,21 +35,23 @@ ENV = "../envs/warmstart.yaml"
 _res = config["resources"]
 GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
 RUN_OUTPUTS = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")  # model.pt last
-# publish_run, publish_optimizer, publish_checkpoint: give each output, in the order declared (a run's
-# model.pt last), the content of the file at the same place under the training job's directory for
-# this run: a hard link where the file system allows, else a copy, each through a temporary name and one
-# rename, so that an output never exists half-written.
-PUBLISH = """
+# publish_run, publish_optimizer, publish_checkpoint, publish_stream: give each output, in the order
+# declared (a run's model.pt last), the content of the file at the same place under the training job's
+# directory for this run (or stream): a hard link where the file system allows, else a copy, each through
+# a temporary name and one rename, so that an output never exists half-written.
+PUBLISH_TEMPLATE = """
 set -euo pipefail
-exec > {log:q} 2>&1
-for target in {output:q}; do
-    relative="${{target#*/runs/{wildcards.run}/}}"
+exec > {{log:q}} 2>&1
+for target in {{output:q}}; do
+    relative="${{{{target#*/{kind}/{{wildcards.{unit}}}/}}}}"
     tmp="$(dirname "$target")/.$(basename "$target").publish.$$"
-    ln -f {input:q}/{wildcards.run}/"$relative" "$tmp" 2>/dev/null || cp -p {input:q}/{wildcards.run}/"$relative" "$tmp"
+    ln -f {{input:q}}/{{wildcards.{unit}}}/"$relative" "$tmp" 2>/dev/null || cp -p {{input:q}}/{{wildcards.{unit}}}/"$relative" "$tmp"
     mv -f "$tmp" "$target"
-    echo "published $target from {input}/{wildcards.run}/$relative"
+    echo "published $target from {{input}}/{{wildcards.{unit}}}/$relative"
 done
 """
+PUBLISH = PUBLISH_TEMPLATE.format(kind="runs", unit="run")
+PUBLISH_STREAM = PUBLISH_TEMPLATE.format(kind="streams", unit="stream")
 
 
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
@@ -58,6 +60,7 @@ wildcard_constraints:
     run="[^/]+",
     stack="[^/]+",
     stream="[^/]+",
+    streams="[^/]+",
     dataset_key="[^/]+",
     probe="[^/]+",
     split="[^/]+",
@@ -91,6 +94,11 @@ def block_dir(block):
 
 
 RUN_BLOCK = {spec.name: block for block in BLOCKS.values() for spec in block.specs}
+STREAM_BLOCK = {spec.name: name for name, specs in STREAM_BLOCKS.items() for spec in specs}
+# the stream's files come from train_stream (a job of its own) or publish_stream (from a job of several)
+_NOTHING = "(?!x)x"
+GROUPED_STREAMS = "|".join(STREAM_BLOCK) or _NOTHING
+ALONE_STREAMS = "|".join(n for n in PLAN.streams if n not in STREAM_BLOCK) or _NOTHING
 JOBS_FILE = f"{RESULTS}/plan/jobs.json"
 EXPERIMENT_PLANS = {}  # experiment -> its plan file, named by its content
 _experiment_contents = {}
@@ -137,6 +145,13 @@ onstart:
 def _status_unit(spec):
     if isinstance(spec, StreamSpec):
         out = f"streams/{spec.name}"
+        if spec.name in STREAM_BLOCK:
+            block = STREAM_BLOCK[spec.name]
+            return {
+                "done": f"{out}/rounds.parquet",
+                "log": f"logs/streams/{block}.log",
+                "resume": f"resume/streams/{spec.name}.pt",
+            }
         return {"done": f"{out}/rounds.parquet", "log": f"{out}/train.log", "resume": f"{out}/state.pt"}
     block = RUN_BLOCK[spec.name]
     kind = "stacks" if block.stacked else "runs"
@@ -185,10 +200,9 @@ def planned(table, name):
 
 
 def result_tables(experiment):
-    """The experiment's parquet tables, as its kind declares them: summary and epochs of its runs,
-    rounds of its streams, or both."""
-    kind = EXPERIMENT_KINDS[PLAN.experiment_config[experiment]["kind"]]
-    return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in kind.tables}
+    """The experiment's parquet tables (``Plan.tables``): summary and epochs of its runs, rounds of its
+    streams, or both."""
+    return {n: f"{RESULTS}/{experiment}/{n}.parquet" for n in PLAN.tables(experiment)}
 
 
 def writes(table):
@@ -206,7 +220,7 @@ def split_inputs(wildcards):
 def parent_inputs(spec, suffix=""):
     """The files a child run starts from: its parent's weights (final, or a checkpoint's), and the
     parent's optimiser state when the child continues it. ``ancient``: a parent is trained again only
-    to add what a config asks of it (a probe, a checkpoint), to the same bits (README, "Same spec, same
+    to add what a config asks of it (a probe, a checkpoint), to the same bits (docs/caching.md, "Same spec, same
     bits"), so its files' new modification time must not re-train its children; a parent whose numbers
     change is another run, with another name, and so are its children."""
     if spec.parent is None:
@@ -252,6 +266,20 @@ def trained_dir(wildcards):
     return block_dir(RUN_BLOCK[planned("runs", wildcards.run).name])
 
 
+def stream_block_inputs(wildcards):
+    """Named inputs of a job of several streams: the data, then per stream its planned spec and split."""
+    specs = STREAM_BLOCKS[wildcards.streams]
+    inputs = {"data": data_path(specs[0].round), "jobs": ancient(JOBS_FILE)}
+    for i, spec in enumerate(specs):
+        inputs[f"spec{i}"] = plan_path("streams", spec.name)
+        inputs[f"split{i}"] = split_path(spec)
+    return inputs
+
+
+def trained_stream_dir(wildcards):
+    return f"{RESULTS}/train/streams/{STREAM_BLOCK[wildcards.stream]}"
+
+
 def stream_inputs(wildcards):
     spec = planned("streams", wildcards.stream)
     return {
@@ -286,7 +314,10 @@ def report_of(experiment):
 
 
 def report_input(wildcards):
-    return [f"{RESULTS}/{wildcards.experiment}/{t}.parquet" for t in report_of(wildcards.experiment).tables]
+    """The tables the experiment's report reads, by name: those the experiment writes (a leaderboard of
+    one protocol has no table of the other)."""
+    written = result_tables(wildcards.experiment)
+    return {t: written[t] for t in report_of(wildcards.experiment).tables if t in written}
 
 
 def experiments_where(keep):
@@ -307,9 +338,25 @@ def report_caption(name):
     return caption(name, exp, REPORTS[exp["report"]], EXPERIMENT_KINDS[exp["kind"]])
 
 
+def index_entries():
+    """The front page's entries, one per experiment: its title, caption and files (beside the page)."""
+    entries = []
+    for name in PLAN.experiments:
+        entry = report_of(name)
+        entries.append(
+            {
+                "experiment": name,
+                "title": entry.title(name),
+                "caption": _first_paragraph(entry.draw.__doc__),
+                "files": [Path(t).name for t in report_targets(name)],
+            }
+        )
+    return entries
+
+
 def all_targets():
     targets = []
     for name in PLAN.experiments:
         targets += list(result_tables(name).values())
         targets += report_targets(name)
-    return targets
+    return targets + [f"{FIGURES}/index.html"]

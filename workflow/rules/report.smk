@@ -40,7 +40,7 @@ rule summarize_streams:
 
 rule table:
     input:
-        report_input,
+        unpack(report_input),
     output:
         csv=f"{FIGURES}/{{experiment}}.csv",
         md=f"{FIGURES}/{{experiment}}.md",
@@ -66,7 +66,7 @@ rule table:
 
 rule figure:
     input:
-        report_input,
+        unpack(report_input),
     output:
         pdf=f"{FIGURES}/{{experiment}}.pdf",
         png=report(
@@ -86,3 +86,22 @@ rule figure:
         ENV
     script:
         "../scripts/report.py"
+
+
+# The front page (figures/<...>/index.html): what the project answers, the headline numbers (Table 1's
+# gap, the leaderboard's top arms, the online cost) and every figure and table with its caption, by
+# relative links; open it in a browser. tests/test_html_report.py loads it in a headless Chromium.
+rule index:
+    input:
+        lambda wc: [t for name in PLAN.experiments for t in report_targets(name)],
+    output:
+        html=f"{FIGURES}/index.html",
+    params:
+        entries=lambda wc: index_entries(),
+        config_name=", ".join(map(str, workflow.config_settings.configfiles)) or "config.yaml",
+    log:
+        f"{RESULTS}/logs/index.log",
+    conda:
+        ENV
+    script:
+        "../scripts/report_index.py"

@@ -108,6 +108,8 @@ rule train_stream:
     output:
         spec=f"{RESULTS}/streams/{{stream}}/spec.json",
         rounds=f"{RESULTS}/streams/{{stream}}/rounds.parquet",
+    wildcard_constraints:
+        stream=ALONE_STREAMS,
     threads: config["resources"]["train_threads"]
     resources:
         gpu=config["resources"]["train_gpu"],
@@ -120,3 +122,42 @@ rule train_stream:
         ENV
     script:
         "../scripts/train_stream.py"
+
+
+# Several streams in one job (streams_per_job > 1): train_streams leaves each stream's files in a
+# sub-directory of its (temporary) directory, and publish_stream links them into results/streams/<stream>/,
+# as publish_run does for runs. A stream's resume state lives in results/resume/streams/ meanwhile.
+rule train_streams:
+    input:
+        unpack(stream_block_inputs),
+    output:
+        temp(directory(f"{RESULTS}/train/streams/{{streams}}")),
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=config["resources"]["train_gpu"],
+        gpu_slots=GPU_SLOTS_PER_JOB,
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
+    log:
+        f"{RESULTS}/logs/streams/{{streams}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/train_streams.py"
+
+
+rule publish_stream:
+    input:
+        trained_stream_dir,
+    output:
+        spec=f"{RESULTS}/streams/{{stream}}/spec.json",
+        rounds=f"{RESULTS}/streams/{{stream}}/rounds.parquet",
+    wildcard_constraints:
+        stream=GROUPED_STREAMS,
+    log:
+        f"{RESULTS}/logs/publish/{{stream}}.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        PUBLISH_STREAM

@@ -11,6 +11,7 @@ from warmstart.reports import REPORTS  # noqa: E402
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
 report = REPORTS[sm.params.report]
-# the report's own files, in its order (the PNG beside the PDF is written with it)
-report.draw(*(pd.read_parquet(path) for path in sm.input), *(sm.output[ext] for ext in report.outputs),
-            title=report.title(sm.wildcards.experiment))
+# its tables in its order (None for a table the experiment does not write, e.g. a batch-only
+# leaderboard's rounds), then its own files (the PNG beside the PDF is written with it)
+tables = [pd.read_parquet(sm.input[t]) if t in sm.input.keys() else None for t in report.tables]
+report.draw(*tables, *(sm.output[ext] for ext in report.outputs), title=report.title(sm.wildcards.experiment))

@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _log import claim_gpu, redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
 from warmstart.plan_io import read_run_spec  # noqa: E402
-from warmstart.runner import execute_runs  # noqa: E402
+from warmstart.runner import execute_block  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
@@ -14,7 +14,7 @@ n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's r
 out = Path(sm.output[0])
 block = out.name
 specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.jobs, block) for i in range(n)]
-execute_runs(
+execute_block(
     specs,
     data_path=sm.input.data,
     split_paths=[sm.input[f"split{i}"] for i in range(n)],
@@ -24,5 +24,6 @@ execute_runs(
     device=sm.config["device"],
     threads=sm.threads,
     checkpoint_every_s=sm.config["checkpoint_every_s"],
-    resume_path=Path(sm.config["results_dir"]) / "resume" / f"{block}.pt",
+    resume_dir=Path(sm.config["results_dir"]) / "resume",
+    block=block,
 )
