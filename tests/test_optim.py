@@ -175,10 +175,14 @@ def test_muon_needs_the_model_to_tell_its_matrices_and_the_model_must_fit_the_te
         build_optimizer(stacked, OptimizerSpec("muon", lr=0.01), model=model)  # stacked, but not said so
 
 
-def test_single_model_muon_is_torch_optim_muon_on_each_matrix_and_adamw_on_the_rest():
+def test_single_model_muon_is_torch_optim_muon_on_each_matrix_and_adamw_on_the_rest(monkeypatch):
     """The same gradients through ours and through torch.optim.Muon (each kernel as its (out, -1) matrix,
     torch's Muon taking 2-D tensors only) plus torch.optim.AdamW: 10 steps, close (Newton-Schulz in
-    bfloat16, the same ops in another order for the kernel's flattening)."""
+    bfloat16 as torch's, which ours uses where the machine computes bfloat16 natively; the same ops in
+    another order for the kernel's flattening)."""
+    from warmstart import optim
+
+    monkeypatch.setattr(optim, "newton_schulz_dtype", lambda device: torch.bfloat16)
     spec = OptimizerSpec("muon", lr=0.02, weight_decay=0.1)
     model, reference = convnet(), convnet()
     ours = build_optimizer(model, spec)
@@ -212,15 +216,23 @@ def stacked_rows(models):
     return [torch.stack([p.detach() for p in ps]).requires_grad_() for ps in zip(*(m.parameters() for m in models))]
 
 
-def test_stacked_muon_updates_each_seeds_row_as_that_seeds_own_muon_would():
-    """Three seeds' tensors stacked [S, ...], each row with its own gradients: every row after 10 steps is
-    the seed's model trained alone (close: the batched Newton-Schulz multiplies in bmm, not mm)."""
+@pytest.mark.parametrize("dtype,steps", [(torch.bfloat16, 10), (torch.float32, 1)], ids=["bf16", "fp32"])
+def test_stacked_muon_updates_each_seeds_row_as_that_seeds_own_muon_would(monkeypatch, dtype, steps):
+    """Three seeds' tensors stacked [S, ...], each row with its own gradients: every row after a few steps
+    is the seed's model trained alone (close: the batched Newton-Schulz multiplies in bmm, not mm). In
+    float32, bmm's and mm's roundings (1e-6 in the orthogonalised update) change the next gradients a
+    little, and AdamW turns a small change of a near-zero gradient into a change of its step of order lr
+    (a bias differs by 0.009 after 2 steps here), so that case is checked after 1 step; in bfloat16 both
+    round alike and stay close for 10."""
+    from warmstart import optim
+
+    monkeypatch.setattr(optim, "newton_schulz_dtype", lambda device: dtype)
     models = [convnet(seed) for seed in range(3)]
     spec = OptimizerSpec("muon", lr=0.02, weight_decay=0.05)
     rows = stacked_rows(models)
     stacked = build_optimizer(rows, spec, model=models[0], stacked=True)
     alone = [build_optimizer(m, spec) for m in models]
-    for step in range(10):
+    for step in range(steps):
         loss = 0
         for s, model in enumerate(models):
             x, y = batches(1, seed=100 * s + step)[0]
@@ -266,3 +278,13 @@ def test_a_muon_run_stacks_and_a_stack_trains_each_seed_as_alone():
         for name, p in alone.named_parameters():
             torch.testing.assert_close(stack.models()[row].state_dict()[name], p.detach(), rtol=1e-4, atol=1e-5,
                                        msg=lambda m: f"seed {seed}, {name}: {m}")
+
+
+def test_muon_orthogonalises_in_bfloat16_only_where_the_machine_computes_it_natively(monkeypatch):
+    from warmstart import optim, train
+
+    assert optim.newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    assert optim.newton_schulz_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    assert optim.newton_schulz_dtype(torch.device("cpu")) == torch.bfloat16

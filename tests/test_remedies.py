@@ -182,43 +182,9 @@ def test_muon_trains_its_own_phase_1_when_asked():
     assert muon and all(s.parent.optimizer.name == "muon" for s in muon)
 
 
-def tiny_remedies(protocols: list[str]) -> dict:
-    """A leaderboard of one protocol on a small MNIST-1D, with an init, a term, an intervention and an
-    optimiser as remedies."""
-    return {
-        "results_dir": "results", "figures_dir": "figures", "stack_seeds": 2, "stacks_per_job": 4,
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
-        "models": {"mlp": {"hidden": 16, "activation": "relu"}},
-        "optimizers": {"adam": {"lr": 0.01}, "muon": {"name": "muon", "lr": 0.02}},
-        "inits": {"full_reset": {"strategy": "random"}, "warm": {"strategy": "warm"},
-                  "sp": {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}},
-        "terms": {"l2_init": {"term": "l2_init", "coef": 1.0e-3}},
-        "interventions": {"redo": {"intervention": "redo", "tau": 0.5, "every": 5}},
-        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}, "batch_size": 64,
-                     "validation_fraction": 0.3, "phase1_fraction": 0.5},
-        "experiments": {"board": {
-            "kind": "remedies", "report": "leaderboard", "datasets": ["mnist1d"], "models": ["mlp"],
-            "optimizers": ["adam"], "seeds": [0, 1], "target": "full_reset", "baseline": "warm",
-            "remedies": {"sp": {}, "l2_init": {}, "redo": {}, "muon": {}}, "protocols": protocols,
-            "online": {"round_size": 100, "max_samples": 200}}},
-    }
-
-
-@pytest.mark.parametrize("protocol", ["batch", "online"])
-def test_a_leaderboard_of_one_protocol_builds_from_its_own_table(tmp_path, protocol):
-    from test_workflow import snakemake
-
-    snakemake(tmp_path, tiny_remedies([protocol]), "figures/board.csv")
-    board = pd.read_csv(tmp_path / "figures" / "board.csv")
-    assert set(board["protocol"]) == {protocol}
-    assert {"full_reset", "warm", "sp", "l2_init", "redo", "muon"} <= set(board["remedy"])
-    assert (tmp_path / "figures" / "board.png").exists()
-    other = "rounds" if protocol == "batch" else "summary"
-    assert not (tmp_path / "results" / "board" / f"{other}.parquet").exists()
-
-
 def test_an_online_protocol_needs_its_section():
+    from test_leaderboard_workflow import tiny_remedies
+
     config = tiny_remedies(["online"])
     del config["experiments"]["board"]["online"]
     with pytest.raises(ConfigError, match=r"protocols: 'online' needs an 'online:' section"):

@@ -130,7 +130,12 @@ class LayerStats:
     layer: UnitLayer
     mean_abs: torch.Tensor  # [S, U]
     silent: torch.Tensor  # [S, U] bool: never |activation| > 0
-    outgoing: torch.Tensor  # [S, U]: sum of |outgoing weight| per unit (its span of the consumer's columns)
+    outgoing_weights: Callable[[], torch.Tensor]  # computed when asked (not every intervention needs them)
+
+    @property
+    def outgoing(self) -> torch.Tensor:
+        """[S, U]: the sum of |outgoing weight| per unit (its span of the consumer's columns)."""
+        return self.outgoing_weights()
 
 
 @dataclass
@@ -204,6 +209,8 @@ def continual_backprop(call: InterventionCall, replacement_rate: float = 1e-4, m
         eligible = age > maturity
         due += replacement_rate * eligible.sum(1)
         count = due.floor()
+        if not bool(count.any()):  # most steps: no unit due yet, nothing to rank
+            continue
         mask = torch.zeros_like(eligible)
         for s in range(mask.shape[0]):
             n = int(count[s])

@@ -6,6 +6,7 @@ interventions' state across steps, finished seeds and resumes. Written over the 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -167,12 +168,14 @@ class Interventions:
                 continue
             tag = f"{b.name}:{b.calls}"
             layers = [LayerStats(layer, stats.abs_sum[k] / max(stats.count[k], 1), ~stats.fired[k],
-                                 self.resetter.outgoing(k))
+                                 functools.partial(self.resetter.outgoing, k))
                       for k, layer in enumerate(self.layers)]
 
             def reset(k: int, mask: torch.Tensor, tag=tag) -> int:
-                for row in mask.any(1).nonzero().flatten().tolist():
-                    self.resets[row] += int(mask[row].sum())
+                if not bool(mask.any()):  # most calls reset nothing: one check, no per-row work
+                    return 0
+                for row, n in enumerate(mask.sum(1).tolist()):
+                    self.resets[row] += n
                 return self.resetter.reset(k, mask, opt, self.seeds, tag)
             INTERVENTIONS[b.name].run(InterventionCall(layers, b.state, self.steps, batch_size, reset), **b.options)
             b.calls += 1
