@@ -117,8 +117,8 @@ def test_every_report_has_a_title_axis_labels_and_names_every_init(name, tmp_pat
                 assert "times" not in tick.get_text() and "^" not in tick.get_text(), tick.get_text()
     names = texts(fig)
     shown = {init for init, *_ in INITS}
-    if name == "leaderboard":
-        shown = {init.split()[0] for init in shown}  # arms are labelled by remedy
+    if name in ("leaderboard", "advice"):
+        shown = {init.split()[0] for init in shown}  # arms are labelled by remedy (advice: "sp (shrink=...)")
     if name == "correlation":
         shown -= {"random"}  # Figure 5 shows only warm-started models
     if name in ("gradients",):

@@ -43,7 +43,7 @@ def test_with_restarts_every_k_batches_the_stop_rule_counts_the_batches_since_th
 def test_fit_stops_on_the_counts_since_the_last_restart_and_reports_the_whole_epoch(monkeypatch):
     """An epoch whose last batches are all right but whose whole is not ends training under
     ``restart_every``; the epoch's record still says the whole epoch's accuracy."""
-    def fake_epoch(trainee, opt, x, y, order, batch_size, run, resolved, restart_every):
+    def fake_epoch(trainee, opt, x, y, order, batch_size, run, resolved, restart_every, interventions=None):
         s, n = order.shape
         correct = torch.full((s,), n // 2)
         recent = torch.full((s,), 40 if restart_every else n // 2)

@@ -253,10 +253,11 @@ def test_figure7_children_start_from_the_checkpoints_of_one_phase1_run():
     plan = plan_experiments(paper_config(), only=["fig7"])
     fig7 = plan.experiments["fig7"]
     phase1 = [p.spec for p in fig7 if p.labels["phase"] == 1]
-    assert len(phase1) == 5 and all(s.checkpoints == tuple(range(5, 55, 5)) for s in phase1)
-    assert all(s.stop == StopSpec("epochs", max_epochs=50) for s in phase1)
+    # config.yaml: every 20 epochs for 200, across the whole phase-1 run (Figure 7 as the paper means it)
+    assert len(phase1) == 5 and all(s.checkpoints == tuple(range(20, 220, 20)) for s in phase1)
+    assert all(s.stop == StopSpec("epochs", max_epochs=200) for s in phase1)
     warm = [p for p in fig7 if p.labels["init"] == "warm"]
-    assert sorted({p.spec.parent_epoch for p in warm}) == list(range(5, 55, 5)) and len(warm) == 50
+    assert sorted({p.spec.parent_epoch for p in warm}) == list(range(20, 220, 20)) and len(warm) == 50
 
 
 def test_section_3_5_asks_the_phase1_runs_to_keep_their_optimiser_state():

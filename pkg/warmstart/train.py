@@ -8,10 +8,12 @@ once over a leading seed dimension:
 
 * ``batch_objective``: each seed's mean cross-entropy plus the run's loss terms (``warmstart.terms``);
 * ``train_epoch``: one pass in batches; the summed objective is back-propagated, so each seed's slice of
-  the stacked weights gets exactly its own gradient;
+  the stacked weights gets exactly its own gradient; the run's interventions (``warmstart.units``) run
+  after each optimiser step;
 * ``epoch_record``: the per-epoch row of ``epochs.parquet``, with the probes' columns (``warmstart.probes``);
 * ``fit``: epochs until each seed's stop rule fires; a finished seed is written out of the stack and its
-  rows (and optimiser state) dropped; resumable state is saved every ``checkpoint_every_s``.
+  rows (and optimiser and intervention state) dropped; where it stands is one ``LoopState``, saved every
+  ``checkpoint_every_s`` and restored by a resumed job.
 
 The hot loop is lean on purpose: the data already live on the device, a batch is an index slice of a
 seeded permutation, and losses and accuracies accumulate in device tensors that are read once per epoch,
