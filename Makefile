@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: venv demo test mutate dry-run lint status bench bench-gpu clean-demo
+.PHONY: venv demo test test-configs mutate dry-run lint status bench bench-gpu clean-demo
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+# The tests' tiny configs (.test/config/): each linted and dry-run, and one small target built (.test/run_configs.py)
+test-configs: venv
+	$(BIN)/python .test/run_configs.py --cores $(CORES)
+
 # Mutation testing (mutmut) of the formulas behind the reported numbers (inits, loss terms, probes, the
 # stop rule, report statistics) with their fast tests: pyproject.toml [tool.mutmut] and
 # [tool.warmstart.mutate], docs/testing.md. About 10 min on 2 cores; not part of CI.
@@ -44,7 +48,7 @@ lint: venv
 
 # Per experiment: finished, running, interrupted and missing runs, from the files (results/ and results/demo/)
 status: venv
-	@$(BIN)/python -m warmstart.status $(RESULTS)
+	@$(BIN)/python -m warmstart.jobs.status $(RESULTS)
 
 # Engine vs the authors' data path, stacked seeds vs one run per seed, and the workflow's own planning time
 # (benchmarks/README.md has the results). bench-gpu: the same engine cases on CUDA, fp32 and bf16.

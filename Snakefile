@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -24,22 +24,20 @@ if not workflow.config_settings.configfiles:
 
 sys.path.insert(0, str(Path(workflow.basedir) / "pkg"))  # the library, also where it is not pip-installed
 try:
-    from warmstart.config import check_config
-    from warmstart.errors import ConfigError
-    from warmstart.experiments import plan_blocks, plan_experiments, plan_stream_blocks
+    from warmstart.core.errors import ConfigError
+    from warmstart.plan.config_check import build_plan
+    from warmstart.plan.job_blocks import plan_blocks, plan_stream_blocks
 except ImportError as e:
     raise WorkflowError(
         f"cannot import the warmstart library ({e}): run `make venv` or `pip install -e .` first"
     )
 
-# The config is checked before any job runs: first against the schema (a bad key or value is named in
-# one line), then by the library (labels defined, names known to the registries, options fitting their
-# entries: warmstart.labels).
+# The config is checked before any job runs, once: first against the schema (a bad key or value is named
+# in one line; the schema's defaults are filled in), then by the planner (labels defined, names known to
+# the registries, options fitting their entries): warmstart.plan.config_check.
 SCHEMA = workflow.source_path("workflow/schemas/config.schema.yaml")
 try:
-    check_config(config, SCHEMA)
-    validate(config, SCHEMA)  # fills in the schema's defaults
-    PLAN = plan_experiments(config)
+    PLAN = build_plan(config, SCHEMA)
     # Training jobs: the seeds of a stackable condition in fixed blocks, every other run alone. A pure
     # function of the config, so job names are the same before, during and after training.
     BLOCKS = plan_blocks(PLAN, config["stack_seeds"], config["stacks_per_job"])
@@ -56,9 +54,11 @@ if workflow.non_local_exec:
 include: "workflow/rules/common.smk"
 
 
-report: str(REPORT_PAGE)
+# The HTML report's front page (`snakemake --report report.html`): what the workflow is, and the config.
+report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/plan.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"

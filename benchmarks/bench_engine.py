@@ -7,7 +7,7 @@ batch to device, forward, cross-entropy, zero_grad, backward, step, ``loss.item(
 ``.item()``, as that code does).
 
 Engine: the project's path: the same uint8 images converted once to normalised float32 on the device
-(as ``warmstart.datasets.load_prepared`` does), then ``warmstart.train.train_epoch`` on a permutation, with
+(as ``warmstart.components.datasets.load_prepared`` does), then ``warmstart.engine.loop.train_epoch`` on a permutation, with
 the loss and accuracy read once at the end.
 
 Both train a fresh copy of the same initialised model with a fresh optimiser on the same data, the same
@@ -41,10 +41,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 from torchvision import transforms
 
-from warmstart.models import build_model, count_parameters
-from warmstart.spec import ModelSpec, OptimizerSpec
-from warmstart.optimizers import build_optimizer
-from warmstart.train import ResolvedEngine, SingleModel, train_epoch
+from warmstart.components.models import build_model, count_parameters
+from warmstart.core.spec import ModelSpec, OptimizerSpec
+from warmstart.components.optimizers import build_optimizer
+from warmstart.engine.loop import train_epoch
+from warmstart.engine.precision import ResolvedEngine
+from warmstart.engine.trainees import SingleModel
 
 BATCH = 128
 NUM_CLASSES = 10
@@ -352,7 +354,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-bf16", action="store_true", help="CUDA: skip the bf16 + channels_last engine row")
     p.add_argument("--bf16", action="store_true",
-                   help="CPU: add a bf16-autocast engine row (to decide warmstart.train.CPU_BF16)")
+                   help="CPU: add a bf16-autocast engine row (to decide warmstart.core.hardware.CPU_BF16)")
     p.add_argument("--compile", action="store_true",
                    help="add a torch.compile engine row and report its compile time and break-even point")
     p.add_argument("--breakdown", action="store_true",

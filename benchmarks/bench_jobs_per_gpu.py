@@ -2,8 +2,8 @@
 
 A grid of ``--jobs`` independent runs (one arch, seeds 0..jobs-1, a fixed number of epochs on MNIST-1D,
 generated offline) is trained as a workflow trains it: one process per run, at most N at a time (what
-Snakemake's ``gpu_slots`` resource allows), each taking a slot on the card with ``warmstart.gpu_slots``
-(which pins ``CUDA_VISIBLE_DEVICES``) and then running ``warmstart.runner.execute_run`` on the prepared
+Snakemake's ``gpu_slots`` resource allows), each taking a slot on the card with ``warmstart.jobs.gpu_slots``
+(which pins ``CUDA_VISIBLE_DEVICES``) and then running ``warmstart.jobs.train_runs.execute_run`` on the prepared
 dataset and split files. For each N (``--concurrency``, default 1 2 4) the whole grid is timed, from the
 first process start to the last exit, so process start-up, torch import and CUDA context creation, which
 every workflow job pays, are counted. Small models leave a big card mostly idle, so several jobs per card
@@ -25,13 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from warmstart import gpu_slots  # no torch: a worker must take its GPU slot (CUDA_VISIBLE_DEVICES) first
+from warmstart.jobs import gpu_slots  # no torch: a worker must take its GPU slot (CUDA_VISIBLE_DEVICES) first
 
 # No torch import at module level: a worker must take its GPU slot (and set CUDA_VISIBLE_DEVICES) first.
 
 
 def spec_for(arch: str, seed: int, epochs: int, num_samples: int):
-    from warmstart.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+    from warmstart.core.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
     return RunSpec(DatasetSpec("mnist1d", {"num_samples": num_samples}), ModelSpec(arch), OptimizerSpec("adam", 1e-3),
                    128, StopSpec("epochs", max_epochs=epochs), seed, train_fraction=0.5)
 
@@ -51,8 +51,8 @@ def worker(argv) -> None:
     started = time.time()
     slot = gpu_slots.acquire(args.gpus, args.jobs_per_gpu, wait_s=600, poll_s=0.05)
     acquired = time.time()
-    from warmstart.plan_io import read_run_spec
-    from warmstart.runner import execute_run
+    from warmstart.plan.plan_files import read_run_spec
+    from warmstart.jobs.train_runs import execute_run
     metrics = execute_run(read_run_spec(args.spec), args.data, args.split, args.out, device=args.device,
                           threads=args.threads, log=lambda msg: None)
     print(json.dumps({"card": slot.card, "slot": slot.slot, "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -108,10 +108,10 @@ def main(argv=None, log=print) -> list[dict]:
 
     import torch
 
-    from warmstart.datasets import prepare_dataset
-    from warmstart.io import load_torch
-    from warmstart.plan_io import spec_json
-    from warmstart.splits import make_split, save_split
+    from warmstart.components.datasets import prepare_dataset
+    from warmstart.core.io import load_torch
+    from warmstart.plan.plan_files import spec_json
+    from warmstart.components.splits import make_split, save_split
 
     specs = [spec_for(args.arch, seed, args.epochs, args.num_samples) for seed in range(args.jobs)]
     rows = []

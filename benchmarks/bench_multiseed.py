@@ -17,10 +17,11 @@ import time
 
 import torch
 
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.runner import pick_device, run_training, run_training_stacked
-from warmstart.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
-from warmstart.splits import make_split
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.jobs.train_block import run_training, run_training_stacked
+from warmstart.jobs.train_runs import pick_device
+from warmstart.core.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.components.splits import make_split
 
 
 def specs_for(arch: str, seeds: int, epochs: int) -> list[RunSpec]:

@@ -41,5 +41,7 @@ def test_quick_mlp_on_cpu_writes_csv(tmp_path):
     assert (r["case"], r["device"], r["precision"]) == ("mlp", "cpu", "fp32")
     assert r["batch_size"] == "128" and r["steps"] == "8"  # the quick mode's 8 steps of the mlp case
     engine, reference = float(r["engine_samples_per_s"]), float(r["reference_samples_per_s"])
-    assert float(r["ratio"]) == round(engine / reference, 2)
+    # the ratio is of the unrounded medians; the throughputs are written to 0.1 samples/s, so the two may
+    # differ in the last digit of the ratio, never by more
+    assert abs(float(r["ratio"]) - engine / reference) <= 0.006 + engine * 0.05 / reference ** 2
     assert any("synthetic" in line for line in lines)  # the output says the data are synthetic

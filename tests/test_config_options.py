@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
 
-from test_workflow import snakemake
-from warmstart.config import check_config
-from warmstart.errors import ConfigError, SpecError
-from warmstart.experiments import plan_experiments
-from warmstart.registry import check_options
+from test_workflow import load_test_config, snakemake
+from warmstart.plan.config_check import check_config
+from warmstart.core.errors import ConfigError, SpecError
+from warmstart.plan.experiments import plan_experiments
+from warmstart.core.registry import check_options
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -25,28 +24,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 def small_config() -> dict:
     """Every section that names a registry entry, each with options, in two tiny experiments."""
-    return {
-        "results_dir": "results", "figures_dir": "figures",
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "datasets": {"tiny": {"name": "mnist1d", "num_samples": 200, "seed": 3}},
-        "models": {"mlp": {"hidden": 8, "depth": 2, "activation": "relu"}},
-        "optimizers": {"adam": {"lr": 0.01}, "sgd": {"lr": 1, "momentum": 0.9}},  # an int is a float
-        "inits": {"random": {}, "warm": {"optimizer_state": "reset"},
-                  "sp": {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}},
-        "terms": {"l2": {"coef": 0.1}, "l2i": {"term": "l2_init", "coef": 1.0e-2, "anchor": "origin"}},
-        "probes": {"grads": {"probe": "grad_norm", "subsets": ["train", "old"], "max_samples": 50}},
-        "engine": {"precision": "fp32"},
-        "defaults": {"stop": {"rule": "epochs", "max_epochs": 2}},
-        "experiments": {
-            "table1": {"kind": "batch", "report": "table", "datasets": ["tiny"], "models": ["mlp"],
-                       "optimizers": ["adam", "sgd"], "seeds": [0], "inits": ["random", "warm", "sp"],
-                       "terms": ["l2"], "probes": ["grads"], "term_grid": {"l2i": {"coef": [0.1, 0.01]}},
-                       "init_grid": {"sp": {"shrink": [0.2, 1]}}},
-            "fig2": {"kind": "online", "report": "online", "datasets": ["tiny"], "models": ["mlp"],
-                     "optimizers": ["adam"], "policies": ["random"], "seeds": [0], "round_size": 50,
-                     "max_samples": 100},
-        },
-    }
+    return load_test_config("options")
 
 
 def setting(*path):
@@ -115,8 +93,7 @@ def broken(edit) -> dict:
 
 def check_and_plan(config: dict):
     """What the Snakefile does before any job: the schema (filling in its defaults), then the planner."""
-    check_config(config, SCHEMA)
-    validate(config, str(SCHEMA))
+    check_config(config, SCHEMA)  # fills in the schema's defaults too
     return plan_experiments(config)
 
 
@@ -205,7 +182,7 @@ def test_a_number_yaml_read_as_a_string_says_how_to_write_it():
 def test_mnist1d_takes_exactly_the_generators_options_but_its_url():
     from mnist1d.data import get_dataset_args
 
-    from warmstart.datasets import DATASETS
+    from warmstart.components.datasets import DATASETS
 
     options = list(inspect.signature(DATASETS["mnist1d"]).parameters)[2:]
     assert sorted(options) == sorted(set(get_dataset_args(as_dict=True)) - {"url"})

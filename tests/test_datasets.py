@@ -15,9 +15,9 @@ import pytest
 import torch
 import torchvision.datasets as tvd
 
-from warmstart.datasets import DATASETS, DatasetError, load_prepared, load_raw, prepare_dataset
-from warmstart.io import load_torch
-from warmstart.spec import DatasetSpec
+from warmstart.components.datasets import DATASETS, DatasetError, load_prepared, load_raw, prepare_dataset
+from warmstart.core.io import load_torch
+from warmstart.core.spec import DatasetSpec
 
 
 def md5(path) -> str:

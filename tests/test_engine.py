@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from warmstart.models import build_model
-from warmstart.spec import ModelSpec, OptimizerSpec, StopSpec
-from warmstart.train import EPOCH_FIELDS, Checkpointing, evaluate, train
+from warmstart.components.models import build_model
+from warmstart.core.spec import ModelSpec, OptimizerSpec, StopSpec
+from warmstart.core.records import EPOCH_FIELDS
+from warmstart.core.errors import CorruptFileError
+from warmstart.engine.checkpoint import Checkpointing, save_resume
+from warmstart.engine.loop import train
+from warmstart.engine.objective import evaluate
 
 N, DIM = 200, 10
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "samples_seen")  # all but timing
@@ -209,18 +213,27 @@ def test_a_checkpoint_with_another_tag_is_ignored(tmp_path):
     assert same_weights(model, reference_model)
 
 
+def test_a_resume_file_of_an_earlier_format_is_refused_by_name(tmp_path):
+    path = tmp_path / "resume.pt"
+    # the loop state an earlier engine saved: its own tag, but not this version's format
+    save_resume(path, "this-run", {"active": [0], "histories": [[]], "interventions": None})
+    with pytest.raises(CorruptFileError, match=r"resume.pt: a resume file of an earlier warmstart.*Delete it"):
+        fit(model_for(1), separable(), stop=StopSpec("epochs", max_epochs=2), seed=1,
+            checkpointing=Checkpointing(path, every_s=0, tag="this-run"))
+
+
 # -- precision --------------------------------------------------------------------------------------------
 
 def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_condition(monkeypatch, tmp_path):
     """The demo's phase-1 MLP (MNIST-1D, 10,000 samples, Adam 0.001, to 99% training accuracy), 3 seeds.
     bf16 autocast is forced on the CPU here, so the test exercises what CUDA runs by default."""
-    from warmstart import train as engine
-    from warmstart.datasets import DeviceData, load_raw
-    from warmstart.runner import run_training
-    from warmstart.spec import DatasetSpec, EngineSpec, RunSpec
-    from warmstart.splits import make_split
+    from warmstart.core import hardware
+    from warmstart.components.datasets import DeviceData, load_raw
+    from warmstart.jobs.train_block import run_training
+    from warmstart.core.spec import DatasetSpec, EngineSpec, RunSpec
+    from warmstart.components.splits import make_split
 
-    monkeypatch.setattr(engine, "CPU_BF16", True)
+    monkeypatch.setattr(hardware, "CPU_BF16", True)
     raw = load_raw("mnist1d", tmp_path, num_samples=10000, seed=42)
     data = DeviceData(raw.x_train.float(), raw.y_train, raw.x_test.float(), raw.y_test, raw.num_classes,
                       raw.input_shape)
@@ -239,31 +252,32 @@ def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_co
 
 
 def test_bf16_on_a_cpu_applies_to_convolutional_models_on_cpus_with_native_bf16(monkeypatch):
-    from warmstart import train as engine
-    from warmstart.spec import EngineSpec
+    from warmstart.core import hardware
+    from warmstart.core.spec import EngineSpec
+    from warmstart.engine.precision import resolve_engine
 
     cpu, bf16 = torch.device("cpu"), EngineSpec(precision="bf16")
     resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
     mlp = build_model(ModelSpec("mlp"), (1, 28, 28), 10)
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
-    assert engine.resolve_engine(bf16, cpu, resnet).precision == "bf16"
-    assert engine.resolve_engine(bf16, cpu, mlp).precision == "fp32"  # measured slower: runs in fp32
-    assert engine.resolve_engine(EngineSpec(), cpu, resnet).precision == "fp32"  # fp32 stays fp32
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
-    assert engine.resolve_engine(bf16, cpu, resnet).precision == "fp32"
-    monkeypatch.setattr(engine, "CPU_BF16", True)  # the override
-    assert engine.resolve_engine(bf16, cpu, mlp).precision == "bf16"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert resolve_engine(bf16, cpu, resnet).precision == "bf16"
+    assert resolve_engine(bf16, cpu, mlp).precision == "fp32"  # measured slower: runs in fp32
+    assert resolve_engine(EngineSpec(), cpu, resnet).precision == "fp32"  # fp32 stays fp32
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert resolve_engine(bf16, cpu, resnet).precision == "fp32"
+    monkeypatch.setattr(hardware, "CPU_BF16", True)  # the override
+    assert resolve_engine(bf16, cpu, mlp).precision == "bf16"
 
 
 def test_channels_last_applies_to_convolutional_models_only(monkeypatch):
-    from warmstart import train as engine
-    from warmstart.spec import EngineSpec
-    from warmstart.train import resolve_engine
+    from warmstart.core import hardware
+    from warmstart.core.spec import EngineSpec
+    from warmstart.engine.precision import resolve_engine
 
     resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
     mlp = build_model(ModelSpec("mlp"), (1, 28, 28), 10)
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "cpu_channels_last_is_safe", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_channels_last_is_safe", lambda: True)
     assert resolve_engine(EngineSpec(channels_last=True), cpu, resnet).channels_last
     assert not resolve_engine(EngineSpec(channels_last=True), cpu, mlp).channels_last
     assert not resolve_engine(EngineSpec(channels_last=False), cpu, resnet).channels_last
@@ -271,19 +285,19 @@ def test_channels_last_applies_to_convolutional_models_only(monkeypatch):
 
 def test_channels_last_stays_off_on_a_cpu_whose_nhwc_kernels_are_reported_wrong(monkeypatch):
     """oneDNN's AVX2 NHWC 1x1 strided convolution backward writes past its workspace (oneDNN#6035)."""
-    from warmstart import train as engine
-    from warmstart.spec import EngineSpec
+    from warmstart.core.spec import EngineSpec
+    from warmstart.engine.precision import resolve_engine
 
     resnet = build_model(ModelSpec("resnet18", {"width": 4}), (3, 32, 32), 10)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert not engine.resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
+    assert not resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert engine.resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
+    assert resolve_engine(EngineSpec(channels_last=True), torch.device("cpu"), resnet).channels_last
 
 
 def test_a_channels_last_bf16_resnet_trains_and_its_weights_stay_loadable():
-    from warmstart.spec import EngineSpec
-    from warmstart.train import cpu_channels_last_is_safe
+    from warmstart.core.spec import EngineSpec
+    from warmstart.core.hardware import cpu_channels_last_is_safe
 
     model = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
     g = torch.Generator().manual_seed(0)
@@ -295,5 +309,5 @@ def test_a_channels_last_bf16_resnet_trains_and_its_weights_stay_loadable():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 master weights
     fresh = build_model(ModelSpec("resnet18", {"width": 4}), (3, 8, 8), 3)
     fresh.load_state_dict(model.state_dict())
-    from warmstart.train import cpu_has_native_bf16
+    from warmstart.core.hardware import cpu_has_native_bf16
     assert result.engine.precision == ("bf16" if cpu_has_native_bf16() else "fp32")

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import warmstart.provenance as provenance
-from warmstart.datasets import prepare_dataset
-from warmstart.errors import CorruptFileError
-from warmstart.io import TORCH_FORMAT, load_torch, save_torch
-from warmstart.runner import execute_run, execute_runs
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
-from warmstart.splits import make_split, save_split
-from warmstart.streams import execute_stream
+import warmstart.jobs.provenance as provenance
+from warmstart.components.datasets import prepare_dataset
+from warmstart.core.errors import CorruptFileError
+from warmstart.core.io import TORCH_FORMAT, load_torch, save_torch
+from warmstart.jobs.train_runs import execute_run, execute_runs
+from warmstart.core.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
+from warmstart.components.splits import make_split, save_split
+from warmstart.jobs.train_streams import execute_stream
 
 DATASET = DatasetSpec("mnist1d", {"num_samples": 600})
 PROVENANCE = {"warmstart_version", "git_commit", "torch", "python", "device", "threads"}
@@ -246,7 +246,7 @@ def test_the_version_falls_back_to_pyproject_when_the_package_is_not_installed(m
 
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
-    pyproject = (Path(provenance.__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    pyproject = (Path(provenance.__file__).resolve().parents[3] / "pyproject.toml").read_text()
     expected = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     assert provenance.package_version.__wrapped__() == expected

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart.errors import SpecError
-from warmstart.init import InitContext, dash_scales, derived_seed, initialise, transferred_tensors
+from warmstart.core.errors import SpecError
+from warmstart.components.inits import InitContext, initialise, transferred_tensors
+from warmstart.components.remedy_inits import dash_scales
+from warmstart.core.seeds import derived_seed
 
 
 def mlp(seed: int, classes: int = 3) -> nn.Sequential:
@@ -328,20 +330,145 @@ def test_dash_takes_the_cosine_of_a_tiny_slice_too():
 
 
 # -- FIRE ------------------------------------------------------------------------------------------------------
+# The authors' operator (isaac7778/FIRE vision/interventions/fire.py), written out here on its own: X = W / ||W||_F
+# on the tall orientation, 10 times X <- 1.5 X - 0.5 X (X^T X); a kernel per kernel position; scaled by
+# sqrt(out / in), / (kh * kw) for a kernel.
+
+def cubic_newton_schulz(w: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """The cubic iteration as a loop over matrix products, in float64, on the tall orientation."""
+    x = w.double()
+    wide = x.shape[1] > x.shape[0]
+    if wide:
+        x = x.T
+    x = x / torch.sqrt((x * x).sum())
+    for _ in range(steps):
+        x = 1.5 * x - 0.5 * x @ (x.T @ x)
+    return x.T if wide else x
+
+
+def test_fire_orthogonalises_a_kernel_per_position_and_scales_it_by_the_authors_factor():
+    """The 3 x 2 x 3 x 3 kernel: each of its 9 (3, 2) slices by the cubic iteration, times sqrt(3 / 2) / 9
+    (not / 3, the reshaped matrix's sqrt(3 / 18)); the head (3, 48) as one matrix times sqrt(3 / 48).
+    Biases, BatchNorm's affine parameters and statistics are the parent's."""
+    ctx, parent, draws = ctx_for(convnet)
+    model = initialise("fire", {}, ctx)
+    assert not draws.models
+    state = model.state_dict()
+    kernel = parent["0.weight"].double()
+    expected = torch.zeros_like(kernel)
+    for i in range(3):
+        for j in range(3):
+            expected[:, :, i, j] = cubic_newton_schulz(kernel[:, :, i, j]) * (3 / 2) ** 0.5 / 9
+    torch.testing.assert_close(state["0.weight"].double(), expected, rtol=1e-5, atol=1e-6)
+    head = cubic_newton_schulz(parent["4.weight"]) * (3 / 48) ** 0.5
+    torch.testing.assert_close(state["4.weight"].double(), head, rtol=1e-5, atol=1e-6)
+    # per position nearly orthogonal columns (3 x 2: S^T S = scale^2 I), not as one (3, 18) matrix
+    for i in range(3):
+        m = state["0.weight"][:, :, i, 0].double() / ((3 / 2) ** 0.5 / 9)
+        torch.testing.assert_close(m.T @ m, torch.eye(2, dtype=torch.float64), atol=2e-2, rtol=0)
+    assert_state(model, {k: state[k] if k in ("0.weight", "4.weight") else parent[k] for k in parent})
+
+
+def spectrum_matrix(singular_values: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    n = len(singular_values)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    return u @ torch.diag(singular_values) @ v.T
+
+
+def test_fire_leaves_a_tiny_singular_value_small_as_the_cubic_iteration_does():
+    """A 100 x 100 weight with singular values from 1 down to 1e-3: FIRE's singular values are the scalar
+    cubic map 1.5 s - 0.5 s^3 applied 10 times to s / ||W||_F (||W||_F = the 2-norm of the spectrum);
+    the smallest stays small (about 1e-3 / ||W||_F * 1.5^10), where Muon's quintic lifts it above 0.6."""
+    sv = torch.logspace(0, -3, 100, dtype=torch.float64)
+    w = spectrum_matrix(sv)
+    layer = nn.Linear(100, 100)
+    parent = {"weight": w.float(), "bias": torch.zeros(100)}
+    model = initialise("fire", {}, InitContext(fresh=layer, seed=0, parent_state=parent))
+    x = sv / sv.norm()
+    for _ in range(10):
+        x = 1.5 * x - 0.5 * x ** 3
+    got = torch.linalg.svdvals(model.weight.detach().double())
+    torch.testing.assert_close(got, x, rtol=1e-4, atol=1e-6)
+    assert got.min() < 0.05  # 1e-3 / ||W||_F grown 1.5x a step: 0.021
+    quintic = initialise("fire", {"iteration": "quintic"},
+                         InitContext(fresh=nn.Linear(100, 100), seed=0, parent_state=parent))
+    assert torch.linalg.svdvals(quintic.weight.detach().double()).min() > 0.6
+
+
+def test_fire_on_a_trained_size_linear_layer_keeps_its_smallest_singular_value_small():
+    """The measurement behind the change: a default-initialised 100 x 100 layer (torch's uniform init) keeps
+    a smallest singular value of about 0.02 under the authors' FIRE; Muon's quintic lifted it to about 0.7."""
+    torch.manual_seed(0)
+    parent = {k: v.clone() for k, v in nn.Linear(100, 100).state_dict().items()}
+    smallest = {}
+    for iteration in ("cubic", "quintic"):
+        model = initialise("fire", {"iteration": iteration},
+                           InitContext(fresh=nn.Linear(100, 100), seed=0, parent_state=parent))
+        smallest[iteration] = torch.linalg.svdvals(model.weight.detach().double()).min().item()
+    assert smallest["cubic"] < 0.1 < 0.6 < smallest["quintic"], smallest
+
+
+def vit(seed: int):
+    from warmstart.components.models import build_model
+    from warmstart.core.spec import ModelSpec
+
+    torch.manual_seed(seed)
+    return build_model(ModelSpec("vit", {"dim": 8, "depth": 2, "heads": 2}), (3, 8, 8), 5)
+
+
+def test_fire_on_a_vit_orthogonalises_only_the_query_and_key_rows_of_qkv():
+    """On a ViT the authors orthogonalise only ``to_q`` and ``to_k``: here the first two (8, 8) blocks of
+    rows of each fused qkv weight, each on its own (scale sqrt(8 / 8) = 1); the value rows, the qkv bias,
+    the patch embedding, projections, MLP, head, norms and embeddings stay the parent's. ``layers: all``
+    takes every layer, the value rows too."""
+    ctx, parent, _ = ctx_for(vit)
+    model = initialise("fire", {}, ctx)
+    state = model.state_dict()
+    expected = dict(parent)
+    for b in range(2):
+        name = f"blocks.{b}.attn.qkv.weight"
+        qkv = parent[name].clone()
+        qkv[:8] = cubic_newton_schulz(parent[name][:8]).float()
+        qkv[8:16] = cubic_newton_schulz(parent[name][8:16]).float()
+        expected[name] = qkv
+    assert_state(model, expected)
+    assert not torch.allclose(state["blocks.0.attn.qkv.weight"][:16], parent["blocks.0.attn.qkv.weight"][:16])
+    ctx, parent, _ = ctx_for(vit)
+    state = initialise("fire", {"layers": "all"}, ctx).state_dict()
+    changed = {k for k in parent if not torch.equal(state[k], parent[k])}
+    assert changed == {k for k in parent if k.endswith("weight") and parent[k].dim() >= 2}
+    torch.testing.assert_close(state["blocks.1.attn.qkv.weight"][16:].double(),
+                               cubic_newton_schulz(parent["blocks.1.attn.qkv.weight"][16:]), rtol=1e-5, atol=1e-6)
+
+
+def test_fire_alpha_interpolates_toward_the_parent_and_a_1d_kernel_goes_per_tap():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(3, 4, 5)
+    parent = {k: v.clone() * 2 for k, v in conv.state_dict().items()}
+    full = initialise("fire", {}, InitContext(fresh=nn.Conv1d(3, 4, 5), seed=0, parent_state=parent)).weight.detach()
+    for tap in range(5):
+        torch.testing.assert_close(full[:, :, tap].double(),
+                                   cubic_newton_schulz(parent["weight"][:, :, tap]) * (4 / 3) ** 0.5 / 5,
+                                   rtol=1e-5, atol=1e-6)
+    half = initialise("fire", {"alpha": 0.25}, InitContext(fresh=nn.Conv1d(3, 4, 5), seed=0, parent_state=parent))
+    torch.testing.assert_close(half.weight.detach(), 0.25 * full + 0.75 * parent["weight"])
+
 
 # The band the quintic Newton-Schulz iteration leaves the singular values of W / ||W||_F in after 10 steps,
 # from any start >= 1e-4 (measured over a fine grid: [0.6818, 1.1344]); it never reaches 1 everywhere.
 FIRE_BAND = (0.68, 1.135)
+EARLIER_FIRE = {"iteration": "quintic", "conv": "reshaped", "layers": "all", "precision": "float64"}
 
 
-def test_fire_makes_every_conv_and_linear_weight_a_scaled_near_orthogonal_matrix_and_keeps_the_rest():
-    """After FIRE, each weight W (as its (out, -1) matrix M, scale sqrt(rows / cols): sqrt(3 / 18) for the
-    3x2x3x3 kernel, sqrt(3 / 48) for the head) has the smaller Gram matrix (M M^T, or M^T M when tall) within
-    the band of the scaled identity: eigenvalues in scale^2 * [0.68^2, 1.135^2], and M keeps W's singular
-    vectors (M^T W symmetric positive semi-definite). Biases, BatchNorm and its statistics are the parent's."""
+def test_our_earlier_fire_as_options_makes_each_reshaped_weight_a_scaled_near_orthogonal_matrix():
+    """``iteration: quintic, conv: reshaped``: each weight W as its (out, -1) matrix M, scale sqrt(rows /
+    cols) (sqrt(3 / 18) for the 3x2x3x3 kernel, sqrt(3 / 48) for the head), has the smaller Gram matrix
+    within the band of the scaled identity, and M keeps W's singular vectors (M^T W symmetric positive
+    semi-definite). Biases, BatchNorm and its statistics are the parent's."""
     ctx, parent, draws = ctx_for(convnet)
-    model = initialise("fire", {}, ctx)
-    assert not draws.models
+    model = initialise("fire", EARLIER_FIRE, ctx)
     state = model.state_dict()
     for name, rows, cols in (("0.weight", 3, 18), ("4.weight", 3, 48)):
         m, w = state[name].double().flatten(1), parent[name].double().flatten(1)
@@ -356,13 +483,21 @@ def test_fire_makes_every_conv_and_linear_weight_a_scaled_near_orthogonal_matrix
     assert_state(model, {k: state[k] if k in ("0.weight", "4.weight") else parent[k] for k in parent})
 
 
-def test_fire_on_a_tall_matrix_and_more_iterations_stays_in_the_band():
+def test_fire_on_a_tall_matrix_and_more_iterations_and_its_options_checked():
     torch.manual_seed(0)
     parent = {k: v * 3 for k, v in nn.Linear(4, 9).state_dict().items()}  # 9 x 4: tall, W^T W is the 4 x 4 Gram
     ctx = InitContext(fresh=nn.Linear(4, 9), seed=0, parent_state=parent)
-    model = initialise("fire", {"iterations": 30}, ctx)
+    model = initialise("fire", {**EARLIER_FIRE, "iterations": 30}, ctx)
     eig = torch.linalg.eigvalsh(model.weight.detach().double().T @ model.weight.detach().double() / (9 / 4))
     assert FIRE_BAND[0] ** 2 <= eig.min() and eig.max() <= FIRE_BAND[1] ** 2
     torch.testing.assert_close(model.bias.detach(), parent["bias"])
+    # the cubic iteration converges: 30 steps from a well-conditioned start reach U V^T
+    model = initialise("fire", {"iterations": 30}, InitContext(fresh=nn.Linear(4, 9), seed=0, parent_state=parent))
+    gram = model.weight.detach().double().T @ model.weight.detach().double() / (9 / 4)
+    torch.testing.assert_close(gram, torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0)
     with pytest.raises(SpecError, match=r"^init\.options\.iterations: must be >= 1"):
         initialise("fire", {"iterations": 0}, InitContext(fresh=nn.Linear(4, 9), seed=0, parent_state=parent))
+    with pytest.raises(SpecError, match=r"^init\.options\.iteration: must be one of \['cubic', 'quintic'\]"):
+        initialise("fire", {"iteration": "septic"}, InitContext(fresh=nn.Linear(4, 9), seed=0, parent_state=parent))
+    with pytest.raises(SpecError, match=r"^init\.options\.layers: must be one of"):
+        initialise("fire", {"layers": "head"}, InitContext(fresh=nn.Linear(4, 9), seed=0, parent_state=parent))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from warmstart.probes import PROBES, BoundProbe, ProbeContext
+from warmstart.components.probes import PROBES, BoundProbe, ProbeContext
 
 S, D, C, N = 2, 4, 3, 30
 

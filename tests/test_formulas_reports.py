@@ -1,17 +1,22 @@
 """The statistics the reports print, on hand-made rows whose answers are worked out by hand: Table 1's
 and Tables 2-5's means, sample stds and converged counts, Figure 1's warm curve, the transfer cross-over,
-the Pareto front, Figure 7's damage, and the leaderboard's gap closed, compute and converged counts.
+the Pareto front, Figure 7's damage, and the leaderboard's paired differences and their t intervals, gap
+closed (only where there is a gap), the choice on validation and report on test, arms not exercised,
+compute and converged counts.
 Fast (no training): `make mutate` runs these."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
 
-from warmstart.reports import (_cell, baselines, batch_table, batch_table_wide, checkpoint_damage, condition_table,
-                               crossover_fraction, gap_closed, init_curves, init_order, init_table, leaderboard,
-                               pareto_front)
+from warmstart.reports.leaderboard import leaderboard_table
+from warmstart.reports.stats import paired_interval
+from warmstart.reports import (accuracy_cell, baselines, batch_table, batch_table_wide, checkpoint_damage,
+                               condition_table, crossover_fraction, gap_closed, init_curves, init_order, init_table,
+                               leaderboard, leaderboard_chart, pareto_front, write_leaderboard)
 
 
 def row(**fields):
@@ -34,10 +39,10 @@ def test_inits_are_ordered_as_they_first_appear_in_phase_2_with_the_baselines_fi
 
 
 def test_a_cell_is_mean_and_std_to_one_decimal_and_names_the_runs_that_did_not_converge():
-    assert _cell(60.04, 10.06, 3, 3) == "60.0 (10.1)"
-    assert _cell(60.04, float("nan"), 1, 1) == "60.0"  # one seed: no std
-    assert _cell(60.0, 10.0, 2, 3) == "60.0 (10.0) [2 of 3 converged]"
-    assert _cell(60.0, float("nan"), 0, 1) == "60.0 [0 of 1 converged]"
+    assert accuracy_cell(60.04, 10.06, 3, 3) == "60.0 (10.1)"
+    assert accuracy_cell(60.04, float("nan"), 1, 1) == "60.0"  # one seed: no std
+    assert accuracy_cell(60.0, 10.0, 2, 3) == "60.0 (10.0) [2 of 3 converged]"
+    assert accuracy_cell(60.0, float("nan"), 0, 1) == "60.0 [0 of 1 converged]"
 
 
 # -- Table 1 ---------------------------------------------------------------------------------------------------
@@ -223,61 +228,197 @@ def test_the_init_table_with_one_run_has_no_std_and_one_row_per_condition():
 
 # -- the leaderboard ------------------------------------------------------------------------------------------------
 
+T_975_2 = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom (tables): the 95% interval of 3 seeds
+
+
 def test_gap_closed_is_the_share_of_the_warm_starts_gap_to_random_init_that_a_remedy_closes():
     assert gap_closed(0.5, 0.5, 0.6) == 0 and gap_closed(0.6, 0.5, 0.6) == 1
     assert gap_closed(0.575, 0.5, 0.6) == pytest.approx(0.75) and gap_closed(0.45, 0.5, 0.6) == pytest.approx(-0.5)
+    # over seeds: a ratio of means, not a mean of per-seed ratios ((0.5 + 0.333) / 2)
+    assert gap_closed([0.55, 0.60], [0.50, 0.50], [0.60, 0.80]) == pytest.approx(0.15 / 0.40)  # not 0.4167
 
 
-def board_rows():
-    """Batch: a target (random init), a baseline (warm start) and two remedies, two seeds each, plus a
-    phase-1 row that must not count; online: one stream per remedy and seed, rounds out of order."""
-    accs = {("target", "random", "random"): [0.60, 0.70], ("baseline", "warm", "warm"): [0.50, 0.50],
-            ("remedy", "sp", "sp 0.4"): [0.55, 0.65], ("remedy", "sp", "sp 0.8"): [0.52, 0.54],
-            ("remedy", "l2i", "l2i 0.01"): [0.58, 0.66]}
-    time = {"random": 10.0, "warm": 2.0, "sp 0.4": 5.0, "sp 0.8": 3.0, "l2i 0.01": 4.0}
+def test_the_paired_interval_is_students_t_with_n_minus_1_degrees_of_freedom():
+    ci = paired_interval([0.05, 0.07, 0.06])
+    assert ci["mean"] == pytest.approx(0.06) and ci["std"] == pytest.approx(0.01) and ci["n"] == 3
+    assert ci["high"] - ci["mean"] == pytest.approx(T_975_2 * 0.01 / math.sqrt(3), rel=1e-5)
+    assert ci["mean"] - ci["low"] == pytest.approx(T_975_2 * 0.01 / math.sqrt(3), rel=1e-5)
+    one = paired_interval([0.05])  # one seed: a mean, no interval
+    assert one["mean"] == 0.05 and math.isnan(one["low"]) and math.isnan(one["high"]) and one["n"] == 1
+
+
+# (validation, test) accuracy per seed; the sp setting the validation set prefers (0.4) is not the one the
+# test set would (0.8); redo is an intervention that reset no unit; keep ran alone (not stacked)
+BOARD = {("target", "random", "random"): ([0.60, 0.70, 0.65], [0.62, 0.69, 0.66]),
+         ("baseline", "warm", "warm"): ([0.50, 0.52, 0.51], [0.50, 0.53, 0.50]),
+         ("remedy", "sp", "sp 0.4"): ([0.58, 0.66, 0.62], [0.55, 0.60, 0.56]),
+         ("remedy", "sp", "sp 0.8"): ([0.55, 0.60, 0.59], [0.60, 0.68, 0.64]),
+         ("remedy", "redo", "redo"): ([0.51, 0.53, 0.52], [0.52, 0.55, 0.52]),
+         ("remedy", "keep", "keep"): ([0.52, 0.53, 0.52], [0.51, 0.54, 0.51])}
+SAMPLES = {"random": 1000, "warm": 400, "sp 0.4": 400, "sp 0.8": 400, "redo": 400, "keep": 400}
+TIME = {"random": 10.0, "warm": 4.0, "sp 0.4": 4.0, "sp 0.8": 3.0, "redo": 5.0, "keep": 9.0}
+
+
+def board_rows(board=BOARD, test=True):
+    """Batch: target, baseline and remedies at three seeds, plus a phase-1 row that must not count; online:
+    one stream per setting and seed, rounds out of order, the intervention's units reset per round."""
     summary, rounds = [], []
-    for (role, remedy, setting), values in accs.items():
-        for seed, acc in enumerate(values):
+    for (role, remedy, setting), (val, tst) in board.items():
+        for seed, (v, t) in enumerate(zip(val, tst)):
             summary.append(dict(dataset="d", model="m", optimizer="o", phase=2, seed=seed, role=role, remedy=remedy,
-                                setting=setting, val_acc=acc, train_time_s=time[setting],
-                                init_time_s=1.0 if remedy == "sp" else 0.0, samples_seen=100,
-                                init_samples=50 if remedy == "sp" else 0, converged=not (remedy == "sp" and seed)))
+                                setting=setting, val_acc=v, test_acc=t if test else float("nan"),
+                                train_time_s=TIME[setting], init_time_s=1.0 if remedy == "sp" else 0.0,
+                                samples_seen=SAMPLES[setting], init_samples=50 if remedy == "sp" else 0,
+                                stacked_seeds=1 if remedy == "keep" else 3, units_reset=0,
+                                interventions="redo" if remedy == "redo" else "",
+                                converged=not (setting == "sp 0.4" and seed)))
             for r in (2, 1):
                 rounds.append(dict(dataset="d", model="m", optimizer="o", stream_id=f"{setting}/{seed}", round=r,
                                    seed=seed, role=role, remedy=remedy, setting=setting,
-                                   val_acc=acc if r == 2 else 0.0, cumulative_train_time_s=time[setting] * r,
-                                   cumulative_samples=100 * r, converged=True))
-    summary.append(dict(summary[0], phase=1, val_acc=0.99, train_time_s=99.0))
+                                   val_acc=v if r == 2 else 0.0, test_acc=(t if test else float("nan")) if r == 2 else 0.0,
+                                   cumulative_train_time_s=TIME[setting] * r, cumulative_samples=SAMPLES[setting] * r,
+                                   units_reset=r if remedy == "redo" else 0,
+                                   interventions="redo" if remedy == "redo" else "", converged=True))
+    summary.append(dict(summary[0], phase=1, val_acc=0.99, test_acc=0.99, train_time_s=99.0))
     return pd.DataFrame(summary), pd.DataFrame(rounds)
 
 
-def test_the_leaderboard_computes_each_settings_accuracy_gap_closed_compute_and_converged_count():
-    summary, _ = board_rows()
-    settings, best = leaderboard(summary)
+def test_the_leaderboard_pairs_each_arm_with_the_same_seeds_warm_and_random_runs_on_the_test_split():
+    settings, best = leaderboard(board_rows()[0])
     s = settings.set_index("setting")
-    assert list(s.index) == ["random", "warm", "sp 0.4", "sp 0.8", "l2i 0.01"]
+    assert list(s.index) == ["random", "warm", "sp 0.4", "sp 0.8", "redo", "keep"]
     sp = s.loc["sp 0.4"]
-    assert (sp["protocol"], sp["remedy"], sp["role"]) == ("batch", "sp", "remedy")
-    assert sp["val_acc_mean"] == pytest.approx(0.60)
-    assert sp["val_acc_std"] == pytest.approx(0.1 / math.sqrt(2))  # ddof=1 (ddof=0: 0.05)
-    # per seed: (0.55 - 0.50) / (0.60 - 0.50) = 0.5 and (0.65 - 0.50) / (0.70 - 0.50) = 0.75
-    assert sp["gap_closed_mean"] == pytest.approx(0.625) and sp["gap_closed_std"] == pytest.approx(0.25 / math.sqrt(2))
-    assert sp["time_rel"] == pytest.approx(6.0 / 10.0) and sp["time_s"] == pytest.approx(6.0)  # training plus init
-    assert sp["samples_rel"] == pytest.approx(150 / 100)
-    assert sp["seeds"] == 2 and sp["converged"] == 1  # the capped run is not counted as converged
-    assert s.loc["random", "gap_closed_mean"] == pytest.approx(1.0) and s.loc["warm", "gap_closed_mean"] == 0
-    assert s.loc["random", "converged"] == 2
+    assert (sp["protocol"], sp["remedy"], sp["role"], sp["report_split"]) == ("batch", "sp", "remedy", "test")
+    assert sp["val_acc_mean"] == pytest.approx(0.62) and sp["test_acc_mean"] == pytest.approx(0.57)
+    assert sp["test_acc_std"] == pytest.approx(math.sqrt((0.0004 + 0.0009 + 0.0001) / 2))  # ddof=1
+    # test accuracy minus warm, per seed: 0.05, 0.07, 0.06 -> mean 0.06, std 0.01, t(0.975, 2) interval
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    assert sp["test_vs_warm_mean"] == pytest.approx(0.06)
+    assert (sp["test_vs_warm_low"], sp["test_vs_warm_high"]) == (pytest.approx(0.06 - half, rel=1e-5),
+                                                                 pytest.approx(0.06 + half, rel=1e-5))
+    # minus random: -0.07, -0.09, -0.10 -> mean -0.08667, std 0.01528
+    d = [-0.07, -0.09, -0.10]
+    sd = math.sqrt(sum((x + 0.26 / 3) ** 2 for x in d) / 2)
+    assert sp["test_vs_random_mean"] == pytest.approx(-0.26 / 3)
+    assert sp["test_vs_random_high"] == pytest.approx(-0.26 / 3 + T_975_2 * sd / math.sqrt(3), rel=1e-5)
+    # the gap, random - warm: 0.12, 0.16, 0.16 (interval excludes 0: a gap); gap closed = 0.06 / mean gap
+    gap_sd = math.sqrt(((0.12 - 0.44 / 3) ** 2 + 2 * (0.16 - 0.44 / 3) ** 2) / 2)
+    assert sp["test_gap_mean"] == pytest.approx(0.44 / 3)
+    assert sp["test_gap_low"] == pytest.approx(0.44 / 3 - T_975_2 * gap_sd / math.sqrt(3), rel=1e-5)
+    assert bool(sp["gap_exists"]) and sp["gap_closed"] == pytest.approx(0.06 / (0.44 / 3))
+    assert s.loc["random", "gap_closed"] == pytest.approx(1.0) and s.loc["warm", "gap_closed"] == 0
+    assert sp["seeds"] == 3 and sp["converged"] == 1 and sp["paired_seeds"] == 3  # capped runs do not count
 
 
-def test_the_leaderboard_shows_each_remedy_at_its_most_accurate_setting_sorted_by_gap_closed():
+def test_each_arms_setting_is_chosen_on_validation_and_reported_on_test():
+    _, best = leaderboard(board_rows()[0])
+    sp = best.set_index("remedy").loc["sp"]
+    # validation prefers 0.4 (62% vs 58%); the test set would prefer 0.8 (64% vs 57%): 0.4 it is
+    assert sp["setting"] == "sp 0.4" and sp["grid_size"] == 2
+    assert sp["test_acc_mean"] == pytest.approx(0.57) and sp["val_acc_mean"] == pytest.approx(0.62)
+    assert best.set_index("remedy").loc["redo", "grid_size"] == 1
+
+
+def test_an_intervention_that_reset_no_unit_is_not_exercised_and_gets_no_gap_closed():
     summary, rounds = board_rows()
     _, best = leaderboard(summary, rounds)
-    assert list(zip(best["protocol"], best["remedy"])) == [
-        ("batch", "random"), ("batch", "l2i"), ("batch", "sp"), ("batch", "warm"),
-        ("online", "random"), ("online", "l2i"), ("online", "sp"), ("online", "warm")]
-    sp = best[(best["protocol"] == "batch") & (best["remedy"] == "sp")].iloc[0]
-    assert sp["setting"] == "sp 0.4" and sp["grid_size"] == 2
-    assert best.set_index(["protocol", "remedy"]).loc[("batch", "l2i"), "grid_size"] == 1
+    batch = best[best["protocol"] == "batch"].set_index("remedy")
+    assert batch.loc["redo", "status"] == "not exercised" and math.isnan(batch.loc["redo", "gap_closed"])
+    assert batch.loc["redo", "units_reset_mean"] == 0 and math.isnan(batch.loc["sp", "units_reset_mean"])
+    assert list(best[best["protocol"] == "batch"]["remedy"])[-1] == "redo"  # after every arm that acted
+    table = leaderboard_table(best).set_index(["protocol", "arm"])
+    assert table.loc[("batch", "redo"), "test acc. - warm (points, 95% CI)"] == "not exercised"
+    assert table.loc[("batch", "redo"), "gap closed (test)"] == "not exercised"
+    assert table.loc[("batch", "redo"), "units reset / run"] == "0.0" and table.loc[("batch", "sp"), "units reset / run"] == "-"
+    # online: a stream's units are its rounds' (1 + 2): exercised
+    online = best[best["protocol"] == "online"].set_index("remedy")
+    assert online.loc["redo", "status"] == "" and online.loc["redo", "units_reset_mean"] == 3
+    # units not recorded (an older stream): unknown, never "not exercised"
+    rounds.loc[(rounds["remedy"] == "redo") & (rounds["round"] == 1), "units_reset"] = float("nan")
+    rounds.loc[rounds["remedy"] == "redo", "units_reset"] = rounds.loc[rounds["remedy"] == "redo", "units_reset"] * 0
+    online = leaderboard(None, rounds)[1].set_index("remedy")
+    assert online.loc["redo", "status"] == "" and math.isnan(online.loc["redo", "units_reset_mean"])
+
+
+def test_compute_is_samples_relative_to_random_init_and_time_only_where_stacked_alike():
+    _, best = leaderboard(board_rows()[0])
+    b = best.set_index("remedy")
+    assert b.loc["sp", "samples_rel"] == pytest.approx((400 + 50) / 1000)  # training plus the init's samples
+    assert b.loc["sp", "time_rel"] == pytest.approx((4.0 + 1.0) / 10.0)  # training plus init time
+    # keep ran alone while random init ran in stacks of 3: its per-run time is not comparable
+    assert math.isnan(b.loc["keep", "time_rel"]) and not b.loc["keep", "time_comparable"]
+    assert b.loc["keep", "samples_rel"] == pytest.approx(0.4)
+    table = leaderboard_table(best).set_index("arm")
+    assert table.loc["keep", "time vs random"].startswith("n/a") and table.loc["keep", "samples vs random"] == "0.40x"
+
+
+def test_the_leaderboard_chart_plots_accuracy_minus_warm_against_samples_then_time(monkeypatch, tmp_path):
+    from warmstart.reports import style as report_style
+
+    drawn = []
+    monkeypatch.setattr(report_style, "FIGURE_HOOKS", [lambda fig, path: drawn.append(fig)])
+    _, best = leaderboard(board_rows()[0])
+    leaderboard_chart(best, tmp_path / "l.pdf", "t")
+    samples, time = [ax for ax in drawn[0].axes if ax.axison]
+    assert samples.get_xlabel().startswith("compute: samples") and time.get_xlabel().startswith("compute: time")
+    assert samples.get_ylabel() == "test acc. minus warm start (points)"
+    at = {t.get_text(): t.xy for t in samples.texts if hasattr(t, "xy")}
+    b = best.set_index("remedy")
+    for arm in ("random", "warm", "sp", "keep"):
+        assert at[arm] == (pytest.approx(b.loc[arm, "samples_rel"]), pytest.approx(100 * b.loc[arm, "test_vs_warm_mean"]))
+    assert "redo (not exercised)" in at
+    shown = {t.get_text() for t in time.texts if hasattr(t, "xy")}
+    assert "keep" not in shown and "sp" in shown  # not comparable in time: left out, and said so
+    assert any("left out: keep" in t.get_text() for t in time.texts)
+
+
+def test_without_a_gap_there_is_no_gap_closed_and_no_full_recovery(tmp_path):
+    """warm = random on every seed: no gap to close, in the table, the chart and the advice."""
+    board = {("target", "random", "random"): ([0.60, 0.62, 0.61], [0.60, 0.62, 0.61]),
+             ("baseline", "warm", "warm"): ([0.60, 0.62, 0.61], [0.60, 0.62, 0.61]),
+             ("remedy", "sp", "sp 0.4"): ([0.62, 0.63, 0.62], [0.61, 0.63, 0.62])}
+    summary, rounds = board_rows(board)
+    _, best = leaderboard(summary, rounds)
+    assert not best["gap_exists"].any() and best["gap_closed"].isna().all()
+    table = leaderboard_table(best)
+    assert set(table["gap closed (test)"]) == {"no gap to close"}
+    write_leaderboard(summary, rounds, tmp_path / "b.csv", tmp_path / "b.md", tmp_path / "b.pdf", title="b")
+    text = (tmp_path / "b.md").read_text()
+    assert "no gap to close (not distinguishable from zero)" in text and "full recovery" not in text
+    assert not re.search(r"\| -?\d+\.\d\d \| -", text)  # no gap-closed cell holds a number
+    # a gap that is there on average but not distinguishable from zero: still none
+    board[("target", "random", "random")] = ([0.60, 0.62, 0.61], [0.64, 0.60, 0.63])
+    _, best = leaderboard(board_rows(board)[0])
+    assert best["test_gap_mean"].iloc[0] > 0 and not best["gap_exists"].any() and best["gap_closed"].isna().all()
+
+
+def test_without_test_accuracy_the_leaderboard_reports_validation_and_says_so(tmp_path):
+    summary, _ = board_rows(test=False)
+    settings, best = leaderboard(summary)
+    assert set(best["report_split"]) == {"val"} and "test_acc_mean" not in best.columns
+    assert best.set_index("remedy").loc["sp", "val_vs_warm_mean"] == pytest.approx(0.62 - 0.51)
+    write_leaderboard(summary, None, tmp_path / "b.csv", tmp_path / "b.md", tmp_path / "b.pdf", title="b")
+    text = (tmp_path / "b.md").read_text()
+    assert "Reported on validation accuracy, the same data each arm's setting was chosen on" in text
+    assert "| val. acc. - warm (points, 95% CI) |" in text and "test acc." not in text
+    one_seed = leaderboard(summary[summary["seed"] == 0])[1]
+    assert leaderboard_table(one_seed).set_index("arm").loc["sp", "val. acc. - warm (points, 95% CI)"] == \
+        "+8.0 (1 seed: no interval)"  # seed 0: 0.58 - 0.50
+
+
+def test_the_leaderboards_markdown_names_the_split_of_every_number(tmp_path):
+    summary, rounds = board_rows()
+    write_leaderboard(summary, rounds, tmp_path / "b.csv", tmp_path / "b.md", tmp_path / "b.pdf", title="b")
+    text = (tmp_path / "b.md").read_text()
+    for column in ("| val. acc. % (selection) |", "| test acc. % |", "| test acc. - warm (points, 95% CI) |",
+                   "| test acc. - random (points, 95% CI) |", "| gap closed (test) |", "| settings tried |",
+                   "| units reset / run |", "| samples vs random |", "| time vs random |"):
+        assert column in text
+    assert "chosen on validation accuracy" in text and "reported on the test split" in text
+    assert "batch, d / m / o: random - warm = +14.7 [" in text
+    csv = pd.read_csv(tmp_path / "b.csv")
+    assert {"val_acc_mean", "test_acc_mean", "test_vs_warm_low", "test_vs_random_high", "gap_closed",
+            "grid_size", "units_reset_mean", "samples_rel", "time_rel"} <= set(csv.columns)
 
 
 def test_online_the_leaderboard_reads_each_streams_last_round_and_its_cumulative_cost():
@@ -285,9 +426,10 @@ def test_online_the_leaderboard_reads_each_streams_last_round_and_its_cumulative
     settings, _ = leaderboard(summary, rounds)
     online = settings[settings["protocol"] == "online"].set_index("setting")
     sp = online.loc["sp 0.4"]
-    assert sp["val_acc_mean"] == pytest.approx(0.60)  # round 2's accuracy, not round 1's
-    assert sp["time_rel"] == pytest.approx(10.0 / 20.0) and sp["time_s"] == pytest.approx(10.0)
-    assert sp["samples_rel"] == pytest.approx(1.0) and sp["converged"] == 2
+    assert sp["test_acc_mean"] == pytest.approx(0.57) and sp["val_acc_mean"] == pytest.approx(0.62)  # round 2's
+    assert sp["time_rel"] == pytest.approx(8.0 / 20.0) and sp["time_s"] == pytest.approx(8.0)
+    assert sp["samples_rel"] == pytest.approx(0.4) and sp["converged"] == 3
+    assert online.loc["keep", "time_rel"] == pytest.approx(18.0 / 20.0)  # streams run alone: comparable
 
 
 # -- the layouts: row order, one or two seeds, cells that are absent ---------------------------------------
@@ -372,13 +514,18 @@ def test_the_leaderboards_rows_keep_the_configs_order_and_its_columns():
                               ("remedy", "aa", 0.7)):
         for seed in ((0,) if remedy == "zz" else (0, 1)):
             extra.append(dict(summary.iloc[0], dataset="e", seed=seed, role=role, remedy=remedy, setting=remedy,
-                              val_acc=acc, converged=True))
+                              val_acc=acc, test_acc=acc + 0.01 * seed, converged=True))
     settings, best = leaderboard(pd.concat([pd.DataFrame(extra), summary], ignore_index=True))
     assert list(settings["dataset"].drop_duplicates()) == ["e", "d"]
+    assert list(best["dataset"].drop_duplicates()) == ["e", "d"]  # each condition's arms together
     e = best[best["dataset"] == "e"]
     assert list(e["remedy"]) == ["random", "zz", "aa", "warm"]  # the tie in the config's order
     assert e.set_index("remedy").loc["zz", "role"] == "remedy"
-    assert list(best.columns) == ["protocol", "dataset", "model", "optimizer", "remedy", "setting", "role",
-                                  "val_acc_mean", "val_acc_std", "gap_closed_mean", "gap_closed_std", "time_rel",
-                                  "samples_rel", "time_s", "seeds", "converged", "grid_size"]
+    assert list(best.columns) == [
+        "protocol", "dataset", "model", "optimizer", "remedy", "setting", "role", "grid_size", "interventions",
+        "status", "report_split", "val_acc_mean", "val_acc_std", "test_acc_mean", "test_acc_std",
+        "test_vs_warm_mean", "test_vs_warm_low", "test_vs_warm_high", "test_vs_random_mean", "test_vs_random_low",
+        "test_vs_random_high", "test_gap_mean", "test_gap_low", "test_gap_high", "paired_seeds", "gap_exists",
+        "gap_closed", "units_reset_mean", "samples_rel", "time_rel", "time_s", "stacked_seeds", "time_comparable",
+        "seeds", "converged"]
     assert best["grid_size"].dtype.kind == "i" and list(best.index) == list(range(len(best)))

@@ -8,11 +8,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from warmstart.errors import SpecError
-from warmstart.init import InitContext
-from warmstart.spec import OptimizerSpec, StopSpec
-from warmstart.terms import TERMS, BoundTerm, TermBatch, diagonal_fisher, per_seed_sum, squared_distance
-from warmstart.train import EPOCH_FIELDS, ResolvedEngine, RunState, SingleModel, batch_objective, train
+from warmstart.core.errors import SpecError
+from warmstart.components.inits import InitContext
+from warmstart.core.spec import OptimizerSpec, StopSpec
+from warmstart.components.terms import TERMS, BoundTerm, TermBatch, diagonal_fisher, per_seed_sum, squared_distance
+from warmstart.core.records import EPOCH_FIELDS
+from warmstart.engine.loop import run_hooks, train
+from warmstart.engine.objective import batch_objective
+from warmstart.engine.precision import ResolvedEngine
+from warmstart.engine.trainees import SingleModel
 
 S, B, D, C = 2, 5, 4, 3  # seeds, batch, features, classes
 
@@ -57,10 +61,36 @@ def test_l2_init_is_the_coefficient_times_the_squared_distance_to_its_anchor(anc
     torch.testing.assert_close(TERMS["l2_init"].penalty(batch, coef=0.3, anchor=anchor), expected)
 
 
-def test_l2_init_anchors_at_the_weights_the_run_started_from_by_default():
+def test_l2_init_anchors_at_the_first_initialisation_by_default_as_kumar_et_al():
     batch = linear_batch()
     torch.testing.assert_close(TERMS["l2_init"].penalty(batch, coef=0.3),
-                               TERMS["l2_init"].penalty(batch, coef=0.3, anchor="start"))
+                               TERMS["l2_init"].penalty(batch, coef=0.3, anchor="origin"))
+    assert not torch.allclose(TERMS["l2_init"].penalty(batch, coef=0.3),
+                              TERMS["l2_init"].penalty(batch, coef=0.3, anchor="start"))
+
+
+@pytest.mark.parametrize("options,factor,with_bias", [
+    ({}, 2.0, True),  # Kumar et al.: coef ||theta - theta_0||^2, every parameter: gradient 2 coef (theta - theta_0)
+    ({"halve": True}, 1.0, True),  # FIRE's comparison: coef / 2 ||theta - theta_0||^2: coef (theta - theta_0)
+    ({"biases": False}, 2.0, False),  # the DASH code's: biases left out (their gradient 0)
+], ids=["kumar", "halve", "no_biases"])
+def test_l2_init_gradient_under_each_form(options, factor, with_bias):
+    g = torch.Generator().manual_seed(11)
+    shapes = {"0.weight": (S, 3, 4), "0.bias": (S, 3), "1.weight": (S, 4), "2.weight": (S, 2, 3)}
+    theta = {n: torch.randn(s, generator=g, requires_grad=True) for n, s in shapes.items()}
+    origin = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
+    batch = linear_batch()
+    batch.params, batch.anchors = theta, {"origin": origin, "start": {n: o + 1 for n, o in origin.items()}}
+    coef = 0.3
+    value = TERMS["l2_init"].penalty(batch, coef=coef, **options)
+    kept = [n for n in shapes if with_bias or n != "0.bias"]
+    expected = per_seed(lambda s: factor / 2 * coef * sum(((theta[n][s] - origin[n][s]) ** 2).sum() for n in kept))
+    torch.testing.assert_close(value, expected)
+    grads = dict(zip(theta, torch.autograd.grad(value.sum(), list(theta.values()), allow_unused=True)))
+    for n in shapes:
+        want = factor * coef * (theta[n] - origin[n]) if n in kept else torch.zeros(shapes[n])
+        got = grads[n] if grads[n] is not None else torch.zeros(shapes[n])
+        torch.testing.assert_close(got, want, msg=n)
 
 
 def test_l2_is_the_coefficient_times_the_squared_norm_of_every_parameter():
@@ -140,6 +170,49 @@ def test_parseval_sums_each_layers_gram_distance_from_the_scaled_identity_and_a_
     torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=1.0), torch.zeros(S), atol=1e-5, rtol=0)
 
 
+def test_parseval_on_the_vit_counts_query_key_and_value_as_three_matrices_at_the_vits_coefficient():
+    """FIRE's comparison's ViT setting (coef 1e-5): its ViT has separate query, key and value layers, so
+    our fused qkv weight (3 dim, dim) enters as three (dim, dim) Grams; ``qkv: fused`` as one 3 dim x 3 dim
+    Gram. Every other weight, the head's included, as its own matrix; LayerNorm gains as ||w^2 - 1||^2;
+    the position embedding and class token left out. The names are the ViT's own."""
+    from warmstart.components.models import build_model
+    from warmstart.core.spec import ModelSpec
+
+    torch.manual_seed(0)
+    vit = build_model(ModelSpec("vit", {"dim": 8, "depth": 1, "heads": 2}), (3, 8, 8), 5)
+    g = torch.Generator().manual_seed(3)
+    params = {n: torch.randn(S, *p.shape, generator=g) for n, p in vit.named_parameters()}
+    batch = linear_batch()
+    batch.params = params
+    coef, d = 1.0e-5, 8
+    assert params["blocks.0.attn.qkv.weight"].shape == (S, 3 * d, d)
+
+    def gram_distance(w):
+        return ((w @ w.T - torch.eye(len(w))) ** 2).sum()
+
+    def formula(s, split):
+        total = 0.0
+        for n, p in params.items():
+            if not n.endswith("weight"):
+                continue
+            w = p[s]
+            if w.dim() == 1:
+                total = total + ((w ** 2 - 1) ** 2).sum()
+            elif n.endswith("qkv.weight") and split:
+                total = total + sum(gram_distance(w[i * d:(i + 1) * d]) for i in range(3))
+            else:
+                total = total + gram_distance(w.reshape(len(w), -1))
+        return coef * total
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=coef), per_seed(lambda s: formula(s, True)))
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=coef, qkv="fused"),
+                               per_seed(lambda s: formula(s, False)))
+    # three orthogonal projections cost nothing split, and at least 2 dim fused (a rank-dim 3 dim x 3 dim Gram)
+    q = torch.linalg.qr(torch.randn(S * 3, d, d, generator=g)).Q.reshape(S, 3 * d, d)
+    batch.params = {"blocks.0.attn.qkv.weight": q}
+    torch.testing.assert_close(TERMS["parseval"].penalty(batch, coef=1.0), torch.zeros(S), atol=1e-4, rtol=0)
+    assert (TERMS["parseval"].penalty(batch, coef=1.0, qkv="fused") >= 2 * d - 1e-3).all()
+
+
 # -- EWC's Fisher --------------------------------------------------------------------------------------------
 
 def net(seed: int = 0) -> nn.Module:
@@ -208,22 +281,22 @@ def test_the_objective_is_the_cross_entropy_plus_every_term_and_the_cross_entrop
     def spy(batch, coef):
         seen.append(batch)
         return torch.full((1,), coef)
-    from warmstart.terms import Term
+    from warmstart.components.terms import Term
     terms = [BoundTerm(TERMS["l2"], {"coef": 0.1}), BoundTerm(TERMS["l2_init"], {"coef": 0.7}),
              BoundTerm(Term("spy", spy, None, True), {"coef": 5.0}, {"kept": torch.ones(1)})]
-    run = RunState(terms=terms, anchors={"start": start, "origin": start})
+    anchors = {"start": start, "origin": start}
     trainee = SingleModel(model)
-    objective, ce, logits = batch_objective(trainee, xb, yb, run, ResolvedEngine())
+    objective, ce, logits = batch_objective(trainee, xb, yb, run_hooks(terms=terms, anchors=anchors), ResolvedEngine())
     torch.testing.assert_close(logits, model(xb[0]).unsqueeze(0))
     torch.testing.assert_close(ce, F.cross_entropy(model(xb[0]), yb[0]).unsqueeze(0))
     squares = sum((p ** 2).sum() for p in model.parameters())
     torch.testing.assert_close(objective, ce + 0.1 * squares + 0.7 * squares + 5.0)  # every term counts
     (batch,) = seen  # what a term sees: this batch, its logits, the weights, the anchors, its own state
-    assert batch.logits is logits and batch.targets is yb and batch.inputs is xb and batch.anchors is run.anchors
+    assert batch.logits is logits and batch.targets is yb and batch.inputs is xb and batch.anchors is anchors
     torch.testing.assert_close(batch.cross_entropy, ce)
     assert batch.state == {"kept": torch.ones(1)}
     torch.testing.assert_close(batch.forward(xb), logits)
-    plain, plain_ce, _ = batch_objective(trainee, xb, yb, RunState(), ResolvedEngine())
+    plain, plain_ce, _ = batch_objective(trainee, xb, yb, run_hooks(), ResolvedEngine())
     torch.testing.assert_close(plain, plain_ce)
     torch.testing.assert_close(plain_ce, ce)
 
@@ -237,9 +310,9 @@ def test_under_bf16_autocast_the_objective_and_the_terms_forward_run_in_bf16_and
     def spy(batch):
         seen.append(batch.forward(xb))
         return torch.zeros(1)
-    from warmstart.terms import Term
-    run = RunState(terms=[BoundTerm(Term("spy", spy, None, True), {})])
-    _, _, logits = batch_objective(SingleModel(model), xb, yb, run, ResolvedEngine(autocast=torch.bfloat16))
+    from warmstart.components.terms import Term
+    hooks = run_hooks(terms=[BoundTerm(Term("spy", spy, None, True), {})])
+    _, _, logits = batch_objective(SingleModel(model), xb, yb, hooks, ResolvedEngine(autocast=torch.bfloat16))
     exact = model(xb[0]).unsqueeze(0)
     for out in (logits, seen[0]):
         assert out.dtype == torch.float32
@@ -259,9 +332,9 @@ def test_the_reported_training_loss_is_the_cross_entropy_without_the_terms():
         expected_loss = F.cross_entropy(logits, y).item()
         expected_acc = (logits.argmax(1) == y).float().mean().item()
     far = {n: torch.full((1, *p.shape), 10.0) for n, p in model.named_parameters()}
-    run = RunState(terms=[BoundTerm(TERMS["l2_init"], {"coef": 1.0})], anchors={"start": far, "origin": far})
+    hooks = run_hooks(terms=[BoundTerm(TERMS["l2_init"], {"coef": 1.0})], anchors={"start": far, "origin": far})
     result = train(model, OptimizerSpec("sgd", lr=0.1), x, y, x[:5], y[:5], batch_size=30,
-                   stop=StopSpec("epochs", max_epochs=2), seed=0, log=None, run=run)
+                   stop=StopSpec("epochs", max_epochs=2), seed=0, log=None, hooks=hooks)
     first = result.history[0]
     assert first["train_loss"] == pytest.approx(expected_loss, rel=1e-6)
     assert first["train_acc"] == pytest.approx(expected_acc)

@@ -1,4 +1,4 @@
-"""GPU placement (warmstart.gpu_slots): no card ever runs more than jobs_per_gpu jobs, across crashes and
+"""GPU placement (warmstart.jobs.gpu_slots): no card ever runs more than jobs_per_gpu jobs, across crashes and
 across workflows, and each job sees only its card. The card count is the config value, so a 4-card
 machine is faked by passing gpus=4; every test uses its own lock directory."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from warmstart import gpu_slots
+from warmstart.jobs import gpu_slots
 
 # One training job: take a slot (which pins CUDA_VISIBLE_DEVICES), hold it for a while, record what it
 # got and when, exit without releasing (the process ending frees the slot). With a barrier (a folder, a
@@ -25,7 +25,7 @@ from warmstart import gpu_slots
 JOB = """\
 import json, os, sys, time
 from pathlib import Path
-from warmstart import gpu_slots
+from warmstart.jobs import gpu_slots
 gpus, jobs_per_gpu, hold, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 slot = gpu_slots.acquire(gpus, jobs_per_gpu, wait_s=60, poll_s=0.02)
 start = time.time()
@@ -126,7 +126,7 @@ def test_jobs_spread_over_the_cards_before_any_card_gets_a_second_job(tmp_path, 
 def test_a_job_killed_with_sigkill_frees_its_slot(tmp_path, no_gpu_env):
     locks = tmp_path / "locks"
     holder = subprocess.Popen(
-        [sys.executable, "-c", ("import sys, time\nfrom warmstart import gpu_slots\n"
+        [sys.executable, "-c", ("import sys, time\nfrom warmstart.jobs import gpu_slots\n"
          f"slots = [gpu_slots.acquire(4, 2, wait_s=0, lock_dir={str(locks)!r}, pin=False) for _ in range(8)]\n"
          "print('held', flush=True)\ntime.sleep(60)\n")],
         stdout=subprocess.PIPE, text=True)

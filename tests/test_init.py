@@ -9,14 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart.datasets import DeviceData, load_prepared, load_raw, prepare_dataset
-from warmstart.errors import SpecError
-from warmstart.init import InitContext, initialise
-from warmstart.io import load_torch
-from warmstart.models import build_model
-from warmstart.runner import check_names, execute_run, run_training, start_seed
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
-from warmstart.splits import make_split, save_split
+from warmstart.components.datasets import DeviceData, load_prepared, load_raw, prepare_dataset
+from warmstart.core.errors import SpecError
+from warmstart.components.inits import InitContext, initialise
+from warmstart.core.io import load_torch
+from warmstart.components.models import build_model
+from warmstart.jobs.seed_start import start_seed
+from warmstart.jobs.train_block import run_training
+from warmstart.jobs.train_runs import execute_run
+from warmstart.plan.spec_checks import check_names
+from warmstart.core.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.components.splits import make_split, save_split
 
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
 
@@ -68,7 +71,7 @@ def test_the_planner_gives_the_warm_start_its_phase1_run_as_parent_and_the_rando
     half the pool); each random run starts from no parent and is the table's baseline."""
     import yaml
 
-    from warmstart.experiments import plan_experiments
+    from warmstart.plan.experiments import plan_experiments
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     planned = plan_experiments(config, only=["table1"]).experiments["table1"]

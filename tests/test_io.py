@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from warmstart.io import atomic_path, write_text_if_changed
+from warmstart.core.io import atomic_path, write_text_if_changed
 
 
 def test_a_finished_write_replaces_the_file_in_one_step_with_the_users_permissions(tmp_path):

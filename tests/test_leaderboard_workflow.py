@@ -9,30 +9,15 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_workflow import snakemake  # noqa: E402
+from test_workflow import load_test_config, snakemake  # noqa: E402
 
 
 def tiny_remedies(protocols: list[str]) -> dict:
     """A leaderboard of one protocol on a small MNIST-1D, with an init, a term, an intervention and an
     optimiser as remedies."""
-    return {
-        "results_dir": "results", "figures_dir": "figures", "stack_seeds": 2, "stacks_per_job": 4,
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
-        "models": {"mlp": {"hidden": 16, "activation": "relu"}},
-        "optimizers": {"adam": {"lr": 0.01}, "muon": {"name": "muon", "lr": 0.02}},
-        "inits": {"full_reset": {"strategy": "random"}, "warm": {"strategy": "warm"},
-                  "sp": {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}},
-        "terms": {"l2_init": {"term": "l2_init", "coef": 1.0e-3}},
-        "interventions": {"redo": {"intervention": "redo", "tau": 0.5, "every": 5}},
-        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}, "batch_size": 64,
-                     "validation_fraction": 0.3, "phase1_fraction": 0.5},
-        "experiments": {"board": {
-            "kind": "remedies", "report": "leaderboard", "datasets": ["mnist1d"], "models": ["mlp"],
-            "optimizers": ["adam"], "seeds": [0, 1], "target": "full_reset", "baseline": "warm",
-            "remedies": {"sp": {}, "l2_init": {}, "redo": {}, "muon": {}}, "protocols": protocols,
-            "online": {"round_size": 100, "max_samples": 200}}},
-    }
+    config = load_test_config("leaderboard")
+    config["experiments"]["board"]["protocols"] = protocols
+    return config
 
 
 @pytest.mark.parametrize("protocol", ["batch", "online"])
@@ -42,6 +27,14 @@ def test_a_leaderboard_of_one_protocol_builds_from_its_own_table(tmp_path, proto
     assert set(board["protocol"]) == {protocol}
     assert {"full_reset", "warm", "sp", "l2_init", "redo", "muon"} <= set(board["remedy"])
     assert (tmp_path / "figures" / "board.png").exists()
+    # chosen on validation, reported on MNIST-1D's test split: every run (every round) recorded its test accuracy
+    assert set(board["report_split"]) == {"test"} and board["test_acc_mean"].between(0, 1).all()
+    assert {"test_vs_warm_low", "test_vs_random_high", "gap_exists", "grid_size"} <= set(board.columns)
+    arms = board.set_index("remedy")
+    assert arms.loc["redo", "units_reset_mean"] >= 0 and arms.loc["redo", "interventions"] == "redo"
+    assert (arms.loc["redo", "status"] == "not exercised") == (arms.loc["redo", "units_reset_mean"] == 0)
+    table = "summary" if protocol == "batch" else "rounds"
+    assert pd.read_parquet(tmp_path / "results" / "board" / f"{table}.parquet")["test_acc"].between(0, 1).all()
     other = "rounds" if protocol == "batch" else "summary"
     assert not (tmp_path / "results" / "board" / f"{other}.parquet").exists()
 

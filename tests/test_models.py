@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart.models import MODELS, build_model, count_parameters
-from warmstart.spec import ModelSpec, SpecError
+from warmstart.components.models import MODELS, build_model, count_parameters
+from warmstart.core.spec import ModelSpec, SpecError
 
 INPUT_SHAPES = {"cifar-svhn": (3, 32, 32), "fashion-mnist": (1, 28, 28), "mnist1d": (40,)}
 
@@ -27,7 +27,7 @@ def test_the_papers_models_are_registered():
 
 # archs that need options (tests/test_user_data.py): the user's builder stands in by a registered one;
 # torchvision's models take images only
-NEEDS_OPTIONS = {"python": {"factory": "warmstart.models:mlp"}}
+NEEDS_OPTIONS = {"python": {"factory": "warmstart.components.models:mlp"}}
 
 
 @pytest.mark.parametrize("shape", INPUT_SHAPES.values(), ids=INPUT_SHAPES.keys())
@@ -167,7 +167,7 @@ SMALL = {"vgg16": {"width": 4}, "vit": {"dim": 16, "depth": 2, "heads": 2}}
 @pytest.mark.parametrize("shape", INPUT_SHAPES.values(), ids=INPUT_SHAPES.keys())
 @pytest.mark.parametrize("arch", sorted(SMALL))
 def test_vgg16_and_vit_train_on_every_dataset_shape_and_their_head_is_the_last_linear_layer(arch, shape):
-    from warmstart.models import head_parameter_names
+    from warmstart.components.models import head_parameter_names
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(arch, SMALL[arch]), shape, 10)

@@ -19,43 +19,15 @@ import pytest
 import torch
 import yaml
 
-from test_workflow import REPO, finished, planned_training_runs, snakemake, training_jobs
-from warmstart.io import load_torch
+from test_workflow import REPO, finished, load_test_config, planned_training_runs, snakemake, training_jobs
+from warmstart.core.io import load_torch
 
 PROBED = "probed"
 
 
 def study_config() -> dict:
-    return {
-        "results_dir": "results",
-        "figures_dir": "figures",
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "stack_seeds": 2,
-        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3}},
-        "models": {"mlp": {"hidden": 16}},
-        "optimizers": {"adam": {"lr": 0.01}},
-        "inits": {"random": {}, "warm": {}, "warm_keep": {"strategy": "warm", "optimizer_state": "keep"},
-                  "interpolate": {"strategy": "interpolate_init", "c": 0.5}},
-        "terms": {"l2_init": {"coef": 0.01, "anchor": "origin"}},
-        "probes": {"weights": {"probe": "init_distance"}, "grads": {"probe": "grad_norm", "subsets": ["old", "new"]}},
-        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}},
-        "experiments": {
-            "table1": {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp"],
-                       "optimizers": ["adam"], "seeds": [0, 1]},
-            # Table 1's runs again, measured: the probes are asked of runs another experiment shares
-            PROBED: {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp"],
-                     "optimizers": ["adam"], "seeds": [0, 1], "probes": ["weights"]},
-            # Table 1's phase-1 runs, asked to keep their optimiser state
-            "keep": {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp"],
-                     "optimizers": ["adam"], "seeds": [0, 1], "inits": ["random", "warm", "warm_keep"]},
-            "kept": {"kind": "checkpoints", "report": "checkpoints", "datasets": ["mnist1d"], "models": ["mlp"],
-                     "optimizers": ["adam"], "seeds": [0], "checkpoint_every": 1, "checkpoints": 2},
-            "board": {"kind": "remedies", "report": "leaderboard", "datasets": ["mnist1d"], "models": ["mlp"],
-                      "optimizers": ["adam"], "seeds": [0, 1], "target": "random", "baseline": "warm",
-                      "remedies": {"interpolate": {}, "l2_init": {}},
-                      "online": {"round_size": 60, "max_samples": 120, "seeds": [0]}},
-        },
-    }
+    """A tiny study whose experiments share runs (.test/config/study.yaml)."""
+    return load_test_config("study")
 
 
 def without(config: dict, *experiments: str) -> dict:

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import yaml
 
-import warmstart.spec
-from warmstart.experiments import plan_experiments
-from warmstart.experiments import plan_blocks
+import warmstart.core.identity
+from warmstart.plan.experiments import plan_experiments
+from warmstart.plan.job_blocks import plan_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def plan_counting_hashes(config: dict, monkeypatch) -> tuple[int, int]:
     def sha256(data):
         calls.append(len(data))
         return hashlib.sha256(data)
-    monkeypatch.setattr(warmstart.spec, "hashlib", SimpleNamespace(sha256=sha256))
+    monkeypatch.setattr(warmstart.core.identity, "hashlib", SimpleNamespace(sha256=sha256))
     plan = plan_experiments(config)
     blocks = plan_blocks(plan, config["stack_seeds"])
     assert sum(len(b.specs) for b in blocks.values()) == len(plan.runs)  # every run in exactly one block

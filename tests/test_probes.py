@@ -10,14 +10,17 @@ import torch
 from torch import nn
 
 from test_stacks import DATASET, SEEDS, assert_same, spec, splits_for
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.errors import SpecError
-from warmstart.probes import PROBES, ProbeContext
-from warmstart.runner import check_names, run_training, run_training_stacked
-from warmstart.spec import InitSpec, OptimizerSpec, ProbeSpec, StopSpec
-from warmstart.splits import make_split
-from warmstart.streams import run_stream
-from warmstart.train import ResolvedEngine, SingleModel, summed_cross_entropy
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.core.errors import SpecError
+from warmstart.components.probes import PROBES, ProbeContext
+from warmstart.jobs.train_block import run_training, run_training_stacked
+from warmstart.plan.spec_checks import check_names
+from warmstart.core.spec import InitSpec, OptimizerSpec, ProbeSpec, StopSpec
+from warmstart.components.splits import make_split
+from warmstart.jobs.train_streams import run_stream
+from warmstart.engine.objective import summed_cross_entropy
+from warmstart.engine.precision import ResolvedEngine
+from warmstart.engine.trainees import SingleModel
 
 GRAD_NORM = ProbeSpec("grad_norm", {"subsets": ["train", "old", "new"]})
 

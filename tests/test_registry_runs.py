@@ -4,7 +4,7 @@ For each registered strategy, the runs the planner makes from a small config are
 a stack when the strategy stacks; and as the second round of an online stream), and the weights each run
 begins its training from are compared with the strategy's documented formula, computed here from the
 parent's weights, the lineage's first initialisation and the run's own draws. For each registered loss
-term, the gradient of a planned run's objective (``train.batch_objective``, alone and stacked) is compared
+term, the gradient of a planned run's objective (``objective.batch_objective``, alone and stacked) is compared
 with a hand computation. The suites enumerate the registries: a strategy or term without a reference
 here fails the suite, so whatever is registered later is covered.
 """
@@ -19,18 +19,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart import runner, streams
-from warmstart.checks import stackable
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.experiments import plan_experiments
-from warmstart.init import STRATEGIES, derived_seed
-from warmstart.models import build_model, head_parameter_names
-from warmstart.runner import run_block, run_state, start_seed
-from warmstart.spec import InitSpec, StreamSpec
-from warmstart.splits import make_split
-from warmstart.streams import round_seed, run_stream
-from warmstart.terms import TERMS
-from warmstart.train import ResolvedEngine, SingleModel, StackedModels, TrainData, batch_objective, fit
+from warmstart.jobs import train_block as runner
+from warmstart.jobs import train_streams as streams
+from warmstart.plan.job_blocks import stackable
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.plan.experiments import plan_experiments
+from warmstart.components.inits import STRATEGIES
+from warmstart.core.seeds import derived_seed
+from warmstart.components.models import build_model, head_parameter_names
+from warmstart.jobs.seed_start import start_seed
+from warmstart.jobs.train_block import block_hooks, run_block
+from warmstart.core.spec import InitSpec, StreamSpec
+from warmstart.components.splits import make_split
+from warmstart.core.seeds import round_seed
+from warmstart.jobs.train_streams import run_stream
+from warmstart.components.terms import TERMS
+from warmstart.engine.loop import TrainData, fit
+from warmstart.engine.objective import batch_objective
+from warmstart.engine.precision import ResolvedEngine
+from warmstart.engine.trainees import SingleModel, StackedModels
 
 SEEDS = (0, 1)
 
@@ -164,23 +171,38 @@ def ref_dash(s: Start, shrink_min, alpha, batch_size, per="kernel"):
     return out
 
 
-QUINTIC = (3.4445, -4.7750, 2.0315)  # Muon's Newton-Schulz coefficients, which FIRE's iteration uses
+FIRE_MAPS = {"cubic": lambda x: 1.5 * x - 0.5 * x ** 3,  # the authors' Newton-Schulz step on a singular value
+             "quintic": lambda x: 3.4445 * x - 4.7750 * x ** 3 + 2.0315 * x ** 5}  # Muon's
 
 
-def ref_fire(s: Start, iterations):
-    """Each conv/linear weight W (as its (out, -1) matrix, SVD U S V^T): U f^k(S / ||W||_F) V^T * sqrt(out / cols),
-    f(x) = a x + b x^3 + c x^5 applied ``iterations`` times to each singular value (what the Newton-Schulz
-    matrix iteration does to them); everything else the parent's."""
-    a, b, c = QUINTIC
+def fire_matrix(w: torch.Tensor, iterations: int, step) -> torch.Tensor:
+    """The Newton-Schulz iteration's limit form on one matrix W = U S V^T: U f^k(S / ||W||_F) V^T."""
+    u, sv, vh = torch.linalg.svd(w, full_matrices=False)
+    x = sv / w.norm()
+    for _ in range(iterations):
+        x = step(x)
+    return u @ torch.diag(x) @ vh
+
+
+def ref_fire(s: Start, iterations, iteration, conv, layers, alpha, precision):
+    """Every conv/linear weight W (the head's too; the planned model has no attention layer, so ``layers``
+    auto is all): a matrix (out, in) becomes fire_matrix(W) * sqrt(out / in); a kernel per kernel position
+    (each (out, in) slice) * sqrt(out / in) / kernel size, or (``conv: reshaped``) as its (out, -1) matrix
+    * sqrt(out / cols); then alpha * that + (1 - alpha) * W. Everything else the parent's."""
+    assert layers in ("auto", "all")
+    step = FIRE_MAPS[iteration]
     out = dict(s.parent)
     for name in linear_weights(s.parent_model()):
-        w = s.parent[name].double().flatten(1)
-        u, sv, vh = torch.linalg.svd(w, full_matrices=False)
-        x = sv / w.norm()
-        for _ in range(iterations):
-            x = a * x + b * x ** 3 + c * x ** 5
-        scale = (w.shape[0] / w.shape[1]) ** 0.5
-        out[name] = (u @ torch.diag(x) @ vh * scale).float().reshape(s.parent[name].shape)
+        w = s.parent[name].double()
+        rows, cols = w.shape[:2]
+        if w.dim() == 2 or conv == "reshaped":
+            new = fire_matrix(w.flatten(1), iterations, step).reshape(w.shape) * (rows / w[0].numel()) ** 0.5
+        else:
+            kernel = w[0, 0].numel()
+            flat = w.reshape(rows, cols, kernel)
+            new = torch.stack([fire_matrix(flat[..., i], iterations, step) for i in range(kernel)], -1)
+            new = new.reshape(w.shape) * (rows / cols) ** 0.5 / kernel
+        out[name] = (alpha * new + (1 - alpha) * w).float()
     return out
 
 
@@ -383,7 +405,7 @@ def test_the_suite_catches_a_swapped_interpolation(plan, data, phase1, recorded)
 # the options each term is tested with
 TERM_OPTIONS = {
     "l2": {"coef": 0.1},
-    "l2_init": {"coef": 0.05, "anchor": "origin"},
+    "l2_init": {"coef": 0.05, "halve": True},  # the default anchor (origin), FIRE comparison's coef / 2
     "confidence": {"coef": 0.2},
     "adversarial": {"coef": 0.5, "epsilon": 0.1},
     "ewc": {"coef": 0.3},
@@ -409,9 +431,10 @@ def ref_term(name: str, model: nn.Module, xb, yb, start: Start, anchor_start: di
     coef = options["coef"]
     if name == "l2":
         return coef * sum((p ** 2).sum() for p in theta.values())
-    if name == "l2_init":
-        anchor = start.origin if options.get("anchor", "start") == "origin" else anchor_start
-        return coef * sum(((theta[n] - anchor[n]) ** 2).sum() for n in theta)
+    if name == "l2_init":  # every parameter (biases too unless ``biases: false``), coef or coef / 2 (``halve``)
+        anchor = start.origin if options.get("anchor", "origin") == "origin" else anchor_start
+        kept = [n for n in theta if options.get("biases", True) or not n.endswith(".bias")]
+        return coef / (2 if options.get("halve") else 1) * sum(((theta[n] - anchor[n]) ** 2).sum() for n in kept)
     if name == "confidence":
         p = F.softmax(model(xb), -1)
         return coef * (p * p.clamp_min(1e-45).log()).sum(-1).mean()
@@ -423,7 +446,7 @@ def ref_term(name: str, model: nn.Module, xb, yb, start: Start, anchor_start: di
         parent = start.parent_model()
         f = fisher(parent, start.x_parent, start.y_parent)
         return coef / 2 * sum((f[n] * (theta[n] - anchor_start[n]) ** 2).sum() for n in theta)
-    if name == "parseval":  # every layer's (out, -1) weight matrix; no norm layers in the MLP; no biases
+    if name == "parseval":  # every layer's (out, -1) weight matrix; no norm layers or attention in the MLP; no biases
         weights = [m.weight.flatten(1) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
         return coef * sum(((w @ w.T - options["scale"] * torch.eye(len(w))) ** 2).sum() for w in weights)
     pytest.fail(f"loss term {name!r} has no hand computation in tests/test_registry_runs.py: add it to ref_term")
@@ -455,7 +478,7 @@ def check_term_gradients(specs, data, phase1, names):
         references.append(torch.autograd.grad(objective, list(model_copy.parameters())))
     for trainee in ([SingleModel(starts[0].model)] if len(specs) == 1 else
                     [StackedModels([st.model for st in starts])]):
-        state = run_state(specs, starts)
+        state = block_hooks(specs, starts)
         objective, _, _ = batch_objective(trainee, xb[:len(specs)], yb[:len(specs)], state, ResolvedEngine())
         grads = trainee.grads(objective.sum())
         for row in range(len(specs)):
@@ -482,7 +505,7 @@ def test_every_registered_term_has_a_hand_computation():
 
 
 def test_the_objective_adds_every_term_of_the_run(plan, data, phase1):
-    from warmstart.spec import TermSpec
+    from warmstart.core.spec import TermSpec
 
     names = ["l2", "confidence", "l2_init"]
     specs = [s.replace(terms=tuple(TermSpec(n, TERM_OPTIONS[n]) for n in names)) for s in term_runs(plan, ["l2"])]

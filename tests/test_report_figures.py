@@ -10,7 +10,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from warmstart import report_style
+from warmstart.reports import style as report_style
 from warmstart.reports import PAPER_TITLES, REPORTS, palette, style_of
 
 INITS = (("random", True, "target"), ("warm", False, "baseline"), ("sp shrink=0.3", False, "remedy"))
@@ -152,12 +152,18 @@ def leaderboard_rows(arms=16, models=("resnet18", "vit"), protocols=("batch", "o
     names = ["random", "warm"] + [f"remedy_{k}" for k in range(arms - 2)]
     rows = []
     for protocol, model, (k, arm) in itertools.product(protocols, models, enumerate(names)):
+        diff = 0.03 if arm == "random" else 0.0 if arm == "warm" else 0.015 + 0.001 * (k % 5)
         rows.append(dict(protocol=protocol, dataset="cifar10", model=model, optimizer="sgd", remedy=arm,
                          setting=arm, role="target" if arm == "random" else "baseline" if arm == "warm" else "remedy",
-                         val_acc_mean=0.9, val_acc_std=0.01, gap_closed_mean=1.0 if arm == "random" else
-                         0.0 if arm == "warm" else 0.5 + 0.01 * (k % 5), gap_closed_std=0.1,
-                         time_rel=1.0 if arm == "random" else 0.5 + 0.02 * (k % 4), samples_rel=1.0, time_s=1.0,
-                         seeds=3, converged=3, grid_size=1, intervention="kind"))
+                         grid_size=1, interventions="", status="", report_split="test", val_acc_mean=0.9,
+                         val_acc_std=0.01, test_acc_mean=0.88 + diff, test_acc_std=0.01, test_vs_warm_mean=diff,
+                         test_vs_warm_low=diff - 0.01, test_vs_warm_high=diff + 0.01, test_vs_random_mean=diff - 0.03,
+                         test_vs_random_low=diff - 0.04, test_vs_random_high=diff - 0.02, test_gap_mean=0.03,
+                         test_gap_low=0.02, test_gap_high=0.04, paired_seeds=3, gap_exists=True,
+                         gap_closed=diff / 0.03, units_reset_mean=float("nan"),
+                         time_rel=1.0 if arm == "random" else 0.5 + 0.02 * (k % 4), samples_rel=1.0 if arm == "random"
+                         else 0.4 + 0.03 * (k % 3), time_s=1.0, stacked_seeds=1.0, time_comparable=True,
+                         seeds=3, converged=3))
     return pd.DataFrame(rows)
 
 
@@ -169,9 +175,11 @@ def test_the_leaderboard_chart_labels_16_arms_in_4_panels_without_overlap(tmp_pa
     fig, _ = drawn[-1]
     fig.canvas.draw()
     panels = [ax for ax in fig.axes if ax.axison]
-    assert len(panels) == 4
+    assert len(panels) == 8  # per protocol a row against samples and one against time
     assert {ax.get_title() for ax in panels} == {f"{p}: cifar10 / {m} / sgd" for p in
                                                  ("batch (phase 2)", "online (final round)") for m in ("resnet18", "vit")}
+    assert sum(ax.get_xlabel().startswith("compute: samples") for ax in panels) == 4
+    assert sum(ax.get_xlabel().startswith("compute: time") for ax in panels) == 4
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
 

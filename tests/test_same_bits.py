@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from warmstart.datasets import load_raw
-from warmstart.io import load_torch, save_torch
-from warmstart.runner import execute_runs
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
-from warmstart.splits import make_split, save_split
+from warmstart.components.datasets import load_raw
+from warmstart.core.io import load_torch, save_torch
+from warmstart.jobs.train_runs import execute_runs
+from warmstart.core.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.components.splits import make_split, save_split
 
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
 TIMINGS = {"train_time_s", "wall_time_s", "stacked_seeds", "init_time_s"}

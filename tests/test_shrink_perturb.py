@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from test_stacks import DATASET, SEEDS, assert_same, spec, splits_for
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.errors import SpecError
-from warmstart.init import InitContext, initialise
-from warmstart.models import build_model
-from warmstart.runner import (build_seeded, check_names, derived_seed, run_training, run_training_stacked,
-                              start_seed)
-from warmstart.spec import InitSpec, ModelSpec, StopSpec, StreamSpec
-from warmstart.splits import make_split
-from warmstart.streams import round_seed, run_stream
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.core.errors import SpecError
+from warmstart.components.inits import InitContext, initialise
+from warmstart.components.models import build_model
+from warmstart.core.seeds import derived_seed
+from warmstart.jobs.seed_start import build_seeded, start_seed
+from warmstart.jobs.train_block import run_training, run_training_stacked
+from warmstart.plan.spec_checks import check_names
+from warmstart.core.spec import InitSpec, ModelSpec, StopSpec, StreamSpec
+from warmstart.components.splits import make_split
+from warmstart.core.seeds import round_seed
+from warmstart.jobs.train_streams import run_stream
 
 
 def sp(shrink, perturb):

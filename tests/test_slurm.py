@@ -42,7 +42,7 @@ import pytest
 import torch
 import yaml
 
-from warmstart.io import load_torch
+from warmstart.core.io import load_torch
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_UP = REPO / "tests" / "cluster" / "slurm-up.sh"
@@ -168,14 +168,12 @@ def demo_slice(max_epochs: int, threads: int, checkpoint_every_s: float = 300) -
 
 def training_blocks(config: dict) -> dict:
     """The config's training jobs as the Snakefile plans them: block name -> Block."""
-    from snakemake.utils import validate
-
-    from warmstart.config import check_config
-    from warmstart.experiments import plan_blocks, plan_experiments
+    from warmstart.plan.config_check import check_config
+    from warmstart.plan.experiments import plan_experiments
+    from warmstart.plan.job_blocks import plan_blocks
 
     config = copy.deepcopy(config)
-    check_config(config, SCHEMA)
-    validate(config, str(SCHEMA))  # fills in the schema's defaults, as the Snakefile does
+    check_config(config, SCHEMA)  # fills in the schema's defaults, as the Snakefile does
     return plan_blocks(plan_experiments(config), config["stack_seeds"])
 
 
@@ -416,7 +414,7 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_saved_stat
         resumed_epoch = int(resumed.group(2))
         assert 1 <= resumed_epoch < KILL_EPOCHS
         assert saved_epoch is None or resumed_epoch >= saved_epoch
-        # on SIGTERM the cancelled attempt saved its state at once (pkg/warmstart/train.py), so the retry
+        # on SIGTERM the cancelled attempt saved its state at once (pkg/warmstart/engine/checkpoint.py), so the retry
         # resumed exactly there, not from the last periodic save
         on_signal = re.search(r"SIGTERM\b.*?after epoch (\d+)", first_log)
         assert on_signal, f"the cancelled attempt did not save on SIGTERM:\n{first_log}"

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from warmstart.errors import SpecError
-from warmstart.runner import check_names
-from warmstart.spec import (DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec, StopSpec,
-                            StreamSpec, TermSpec)
+from warmstart.core.errors import SpecError
+from warmstart.plan.spec_checks import check_names
+from warmstart.core.spec import (DatasetSpec, InitSpec, InterventionSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec,
+                            StopSpec, StreamSpec, TermSpec)
 
 
 def make_spec(**changes) -> RunSpec:
@@ -50,7 +50,7 @@ def test_run_id_is_a_pure_function_of_the_content():
 def test_run_id_is_the_same_in_another_process_with_another_hash_seed():
     # Python's str hash is salted per process; an id built on it would change between workflow jobs.
     spec = warm_child(make_spec())
-    code = ("import sys; from warmstart.spec import RunSpec; "
+    code = ("import sys; from warmstart.core.spec import RunSpec; "
             "print(RunSpec.from_json(sys.stdin.read()).run_id)")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], input=spec.to_json(), capture_output=True,
@@ -114,6 +114,49 @@ def test_runs_made_before_terms_probes_and_checkpoints_existed_keep_their_ids():
     spec = make_spec()
     assert set(spec.canonical()) == {"dataset", "model", "optimizer", "batch_size", "stop", "seed",
                                      "train_fraction", "validation_fraction", "init", "parent"}
+
+
+@pytest.mark.parametrize("registry, revise", [
+    ("init", lambda s: s.replace(init=InitSpec("fire"), parent=make_spec())),
+    ("term", lambda s: s.replace(terms=(TermSpec("parseval", {"coef": 1e-3}),))),
+    ("intervention", lambda s: s.replace(interventions=(InterventionSpec("redo", {"tau": 0.5}),))),
+    ("optimizer", lambda s: s.replace(optimizer=OptimizerSpec("muon", lr=0.01))),
+])
+def test_a_revised_method_gives_its_runs_new_ids_and_leaves_the_others_theirs(registry, revise, monkeypatch):
+    # A method whose computation was corrected must not find the earlier code's results under its old id
+    from warmstart.core.identity import method_registries
+
+    methods = method_registries()[registry]
+    spec, plain = revise(make_spec()), make_spec()
+    name = {"init": lambda: spec.init.strategy, "term": lambda: spec.terms[0].name,
+            "intervention": lambda: spec.interventions[0].name, "optimizer": lambda: spec.optimizer.name}[registry]()
+    before, plain_before = spec.run_id, plain.run_id
+    monkeypatch.setitem(methods._revisions, name, methods.revision(name) + 1)
+    again, plain_again = revise(make_spec()), make_spec()  # fresh specs: ids are cached per object
+    assert again.run_id != before
+    assert plain_again.run_id == plain_before
+
+
+def test_a_revised_init_gives_its_streams_new_ids_and_a_stored_spec_of_it_reads_back():
+    from warmstart.core.identity import method_registries
+
+    stream = lambda: StreamSpec(make_spec(), init=InitSpec("fire"))  # noqa: E731
+    before = stream()
+    assert RunSpec.from_json(before.round.to_json()) == before.round
+    assert StreamSpec.from_dict(json.loads(json.dumps(before.to_dict()))).stream_id == before.stream_id
+    strategies = method_registries()["init"]
+    old = strategies.revision("fire")
+    strategies._revisions["fire"] = old + 1
+    try:
+        assert stream().stream_id != before.stream_id
+    finally:
+        strategies._revisions["fire"] = old
+
+
+def test_methods_never_revised_add_nothing_to_an_identity():
+    spec = make_spec(terms=(TermSpec("l2", {"coef": 0.1}),))
+    assert "revision" not in spec.canonical()["init"] and "revision" not in spec.canonical()["terms"][0]
+    assert "revision" not in spec.canonical()["optimizer"]
 
 
 def test_a_stream_round_template_carries_its_terms_into_the_stream_id():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from warmstart.splits import load_split, make_split, save_split
+from warmstart.components.splits import load_split, make_split, save_split
 
 
 @pytest.mark.parametrize("n", [10, 100, 601, 1000, 50_000])

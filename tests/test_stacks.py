@@ -9,17 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.experiments import Plan, plan_blocks
-from warmstart.io import load_torch, save_torch
-from warmstart.probes import PROBES, Probe
-from warmstart.runner import (RUN_FILES, check_stackable, execute_run, execute_runs, run_training,
-                              run_training_stacked, stackable)
-from warmstart.spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec,
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.plan.job_blocks import plan_blocks
+from warmstart.plan.planned import Plan
+from warmstart.core.io import load_torch, save_torch
+from warmstart.components.probes import PROBES, Probe
+from warmstart.plan.plan_files import RUN_FILES
+from warmstart.jobs.train_block import check_stackable, run_training, run_training_stacked
+from warmstart.jobs.train_runs import execute_run, execute_runs
+from warmstart.plan.job_blocks import stackable
+from warmstart.core.spec import (DatasetSpec, EngineSpec, InitSpec, ModelSpec, OptimizerSpec, ProbeSpec, RunSpec,
                             StopSpec, TermSpec)
-from warmstart.splits import make_split, save_split
-from warmstart.terms import TERMS, Term
-from warmstart.optimizers import OPTIMIZERS, Optimizer
+from warmstart.components.splits import make_split, save_split
+from warmstart.components.terms import TERMS, Term
+from warmstart.components.optimizers import OPTIMIZERS, Optimizer
 
 SEEDS = (0, 1, 2)
 DATASET = DatasetSpec("mnist1d", {"num_samples": 1000})
@@ -270,8 +273,8 @@ def test_a_term_that_cannot_be_computed_per_seed_keeps_its_runs_out_of_stacks(mo
 
 
 def test_a_probe_decides_nothing_about_the_engine_and_one_that_cannot_measure_a_stack_is_refused(monkeypatch):
-    from warmstart.checks import check_names
-    from warmstart.errors import SpecError
+    from warmstart.plan.spec_checks import check_names
+    from warmstart.core.errors import SpecError
 
     monkeypatch.setitem(PROBES._entries, "whole_model", Probe("whole_model", lambda ctx: {}, stackable=False))
     assert stackable(spec(0, probes=(ProbeSpec("grad_norm"),)))
@@ -300,7 +303,7 @@ class Killed(Exception):
 
 
 def test_a_killed_stack_resumes_and_ends_with_the_numbers_of_an_uninterrupted_one(data, tmp_path):
-    from warmstart.train import Checkpointing
+    from warmstart.engine.checkpoint import Checkpointing
 
     specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.03, momentum=0.9), stop=StopSpec("converged", 0.6, 30))
              for s in SEEDS]
@@ -332,7 +335,7 @@ def test_a_stack_told_to_stop_saves_at_once_exits_and_resumes_to_the_same_number
     import os
     import signal
 
-    from warmstart.train import Checkpointing
+    from warmstart.engine.checkpoint import Checkpointing
 
     specs = [spec(s, optimizer=OptimizerSpec("sgd", lr=0.03, momentum=0.9), stop=StopSpec("converged", 0.6, 30))
              for s in SEEDS]

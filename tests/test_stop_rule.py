@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart.spec import OptimizerSpec, StopSpec
-from warmstart.train import (Checkpointing, SingleModel, StackedModels, TrainData, TrainResult, fit, train,
-                             train_epoch)
+from warmstart.core.spec import OptimizerSpec, StopSpec
+from warmstart.engine.checkpoint import Checkpointing
+from warmstart.engine.loop import TrainData, TrainResult, fit, train, train_epoch
+from warmstart.engine.trainees import SingleModel, StackedModels
 
 N, DIM = 200, 5
 

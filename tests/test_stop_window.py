@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from warmstart import train as engine
-from warmstart.spec import OptimizerSpec, StopSpec
-from warmstart.train import SingleModel, TrainData, fit, train_epoch
+from warmstart.engine import loop as engine
+from warmstart.core.spec import OptimizerSpec, StopSpec
+from warmstart.engine.loop import TrainData, fit, train_epoch
+from warmstart.engine.trainees import SingleModel
 
 
 def frozen_epoch(restart_every):

@@ -5,16 +5,18 @@ import pytest
 import torch
 from torch import nn
 
-import warmstart.streams as streams
-from warmstart.datasets import DeviceData
-from warmstart.errors import SpecError
-from warmstart.init import InitContext, initialise, transferred_tensors
-from warmstart.io import load_torch
-from warmstart.models import build_model
-from warmstart.policies import POLICIES, SelectionContext, first_principal_component_scores, margins
-from warmstart.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
-from warmstart.splits import make_split
-from warmstart.streams import check_stream, round_seed, run_stream
+import warmstart.jobs.train_streams as streams
+from warmstart.components.datasets import DeviceData
+from warmstart.core.errors import SpecError
+from warmstart.components.inits import InitContext, initialise, transferred_tensors
+from warmstart.core.io import load_torch
+from warmstart.engine.checkpoint import load_resume
+from warmstart.components.models import build_model
+from warmstart.components.policies import POLICIES, SelectionContext, first_principal_component_scores, margins
+from warmstart.core.spec import DatasetSpec, InitSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec, StreamSpec
+from warmstart.components.splits import make_split
+from warmstart.core.seeds import round_seed
+from warmstart.jobs.train_streams import check_stream, run_stream
 
 
 
@@ -125,6 +127,15 @@ def test_a_killed_stream_resumes_at_the_next_round_with_the_same_rows(tmp_path, 
     timing = {"train_time_s", "cumulative_train_time_s"}
     strip = [{k: v for k, v in r.items() if k not in timing} for r in full]
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == strip
+
+
+def test_a_streams_state_is_a_resume_file_of_its_stream(tmp_path):
+    """Streams keep their rounds in the one resume format of runs and stacks (``engine.checkpoint``)."""
+    spec = stream(max_samples=100)
+    run_stream(spec, toy_data(), make_split(600, 0), state_path=tmp_path / "s.pt", log=None)
+    saved = load_resume(tmp_path / "s.pt", spec.stream_id)
+    assert [r["round"] for r in saved["rows"]] == [1, 2] and len(saved["chosen"]) == 100
+    assert load_resume(tmp_path / "s.pt", stream(seed=1, max_samples=100).stream_id) is None
 
 
 def record_round_starts(monkeypatch):

@@ -11,17 +11,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from test_stacks import DATASET, spec
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.errors import ConfigError
-from warmstart.experiments import plan_experiments
-from warmstart.init import InitContext, initialise
-from warmstart.io import load_torch
-from warmstart.models import head_parameter_names
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.core.errors import ConfigError
+from warmstart.plan.experiments import plan_experiments
+from warmstart.components.inits import InitContext, initialise
+from warmstart.core.io import load_torch
+from warmstart.components.models import head_parameter_names
 from warmstart.reports import checkpoint_damage, condition_table, init_table, pareto_front
-from warmstart.runner import execute_run, run_training, run_training_stacked
-from warmstart.spec import InitSpec, StopSpec, TermSpec
-from warmstart.splits import make_split, save_split
-from warmstart.terms import TERMS, TermBatch, diagonal_fisher
+from warmstart.jobs.train_block import run_training, run_training_stacked
+from warmstart.jobs.train_runs import execute_run
+from warmstart.core.spec import InitSpec, StopSpec, TermSpec
+from warmstart.components.splits import make_split, save_split
+from warmstart.components.terms import TERMS, TermBatch, diagonal_fisher
 
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def test_carried_adam_state_equals_the_phase1_optimisers_state(data, tmp_path):
         assert result.optimizer_state["state"][0]["step"].item() == first_step + n_batches
     # files: the parent's optimizer.pt is what the child loads
     data_path = tmp_path / "data.pt"
-    from warmstart.datasets import prepare_dataset
+    from warmstart.components.datasets import prepare_dataset
     prepare_dataset(DATASET, tmp_path / "raw", False, data_path)
     save_split(split, tmp_path / "split.pt")
     execute_run(parent, data_path, tmp_path / "split.pt", tmp_path / "parent", device="cpu", log=lambda m: None)
@@ -203,7 +204,7 @@ def test_carried_adam_state_equals_the_phase1_optimisers_state(data, tmp_path):
 def test_a_checkpoint_after_k_epochs_equals_a_run_stopped_at_k_epochs(data, tmp_path):
     split = make_split(len(data.x_train), 0)
     save_split(split, tmp_path / "split.pt")
-    from warmstart.datasets import prepare_dataset
+    from warmstart.components.datasets import prepare_dataset
     prepare_dataset(DATASET, tmp_path / "raw", False, tmp_path / "data.pt")
     long = spec(0, train_fraction=0.5, stop=StopSpec("epochs", max_epochs=6), checkpoints=(2, 4))
     execute_run(long, tmp_path / "data.pt", tmp_path / "split.pt", tmp_path / "long", device="cpu", log=lambda m: None)

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from test_stacks import DATASET, SEEDS, assert_same, spec, splits_for
-from warmstart.datasets import DeviceData, load_raw
-from warmstart.errors import SpecError
-from warmstart.runner import check_names, run_training, run_training_stacked
-from warmstart.spec import InitSpec, OptimizerSpec, StopSpec, StreamSpec, TermSpec
-from warmstart.splits import make_split
-from warmstart.streams import run_stream
-from warmstart.terms import TERMS, TermBatch
+from warmstart.components.datasets import DeviceData, load_raw
+from warmstart.core.errors import SpecError
+from warmstart.jobs.train_block import run_training, run_training_stacked
+from warmstart.plan.spec_checks import check_names
+from warmstart.core.spec import InitSpec, OptimizerSpec, StopSpec, StreamSpec, TermSpec
+from warmstart.components.splits import make_split
+from warmstart.jobs.train_streams import run_stream
+from warmstart.components.terms import TERMS, TermBatch
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_l2_init_in_a_single_run_keeps_a_warm_start_close_to_its_start(data):
     model, _, _ = run_training(parent, data, split, None, log=None)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     plain = spec(0, init=InitSpec("warm"), parent=parent, stop=stop, optimizer=OptimizerSpec("adam", 0.01))
-    held = plain.replace(terms=(TermSpec("l2_init", {"coef": 1.0}),))
+    held = plain.replace(terms=(TermSpec("l2_init", {"coef": 1.0, "anchor": "start"}),))
     free_model, _, _ = run_training(plain, data, split, state, log=None)
     held_model, _, _ = run_training(held, data, split, state, log=None)
     assert distance_to_start(held_model, state) < 0.5 * distance_to_start(free_model, state)

@@ -15,17 +15,16 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from snakemake.utils import validate
 
-from test_workflow import REPO, SCHEMA, planned_training_runs, snakemake, training_jobs
-from warmstart.config import check_config
-from warmstart.datasets import DATASETS, load_raw, planned_options, stratified_counts
-from warmstart.errors import ConfigError, DatasetError
-from warmstart.experiments import plan_experiments
-from warmstart.models import MODELS, build_model
-from warmstart.spec import ModelSpec
-from warmstart.advice import advice, paired_interval, verdict, write_advice
-from warmstart.report_stats import leaderboard
+from test_workflow import REPO, SCHEMA, load_test_config, planned_training_runs, snakemake, training_jobs
+from warmstart.plan.config_check import check_config
+from warmstart.components.datasets import DATASETS, load_raw, planned_options, stratified_counts
+from warmstart.core.errors import ConfigError, DatasetError
+from warmstart.plan.experiments import plan_experiments
+from warmstart.components.models import MODELS, build_model
+from warmstart.core.spec import ModelSpec
+from warmstart.reports.advice import advice, paired_interval, sentences, verdict, write_advice
+from warmstart.reports.stats import leaderboard
 
 CLASSES = ("ant", "bee", "cat", "dog")
 
@@ -187,39 +186,7 @@ def test_a_subset_larger_than_the_data_or_smaller_than_its_classes_is_refused(in
 
 def user_config(tmp: Path) -> dict:
     """Three datasets read from files in ``tmp`` (relative paths), the user's models, a batch experiment."""
-    return {
-        "results_dir": "results", "figures_dir": "figures",
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "stack_seeds": 2,
-        "datasets": {
-            "pics": {"name": "image_folder", "path": "pics", "size": 8, "classes": ["ant", "bee", "cat"],
-                     "subset": 30},
-            "tens": {"name": "tensor_file", "path": "digits.pt", "subset": 60},
-            "tab": {"name": "table", "path": "iris.parquet", "label_column": "species",
-                    "feature_columns": ["f0", "f1", "f2", "f3", "f4"], "classes": ["setosa", "virginica"]},
-        },
-        "models": {
-            "mine": {"arch": "python", "factory": "mymodels:build", "hidden": 16, "stackable": True},
-            "mine_alone": {"arch": "python", "factory": "mymodels:build", "hidden": 12},
-            "tv": {"arch": "torchvision", "name": "mobilenet_v3_small", "dropout": 0.1},
-        },
-        "optimizers": {"adam": {"lr": 0.01}},
-        "inits": {"random": {"strategy": "random"}, "warm": {"strategy": "warm"},
-                  "sp": {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}},
-        "defaults": {"batch_size": 16, "stop": {"rule": "epochs", "max_epochs": 2}},
-        "experiments": {
-            "table1": {"kind": "batch", "report": "table", "datasets": ["pics", "tens", "tab"], "models": ["mine"],
-                       "optimizers": ["adam"], "seeds": [0, 1]},
-            "single": {"kind": "batch", "report": "table", "datasets": ["pics"], "models": ["tv", "mine_alone"],
-                       "optimizers": ["adam"], "seeds": [0], "inits": ["random", "warm", "sp"]},
-            "lb": {"kind": "remedies", "report": "leaderboard", "datasets": ["pics", "tens", "tab"],
-                   "models": ["mine"], "optimizers": ["adam"], "seeds": [0, 1], "target": "random",
-                   "baseline": "warm", "remedies": {"sp": {"shrink": [0.3], "perturb": [0.01]}}},
-            "advice": {"kind": "remedies", "report": "advice", "datasets": ["pics", "tens", "tab"],
-                       "models": ["mine"], "optimizers": ["adam"], "seeds": [0, 1], "target": "random",
-                       "baseline": "warm", "remedies": {"sp": {"shrink": [0.3], "perturb": [0.01]}}},
-        },
-    }
+    return load_test_config("user_data")
 
 
 def make_user_files(tmp: Path) -> None:
@@ -232,8 +199,7 @@ def make_user_files(tmp: Path) -> None:
 def plan(config: dict):
     """What the Snakefile does before any job: the schema (filling in its defaults), then the planner."""
     config = copy.deepcopy(config)
-    check_config(config, SCHEMA)
-    validate(config, str(SCHEMA))
+    check_config(config, SCHEMA)  # fills in the schema's defaults too
     return plan_experiments(config)
 
 
@@ -415,7 +381,7 @@ def test_a_user_model_is_built_by_its_factory_with_its_options(in_tmp):
 def test_only_a_user_model_said_to_stack_trains_on_the_stacked_engine(in_tmp):
     make_user_files(in_tmp)
     planned = plan(user_config(in_tmp))
-    from warmstart.checks import stackable
+    from warmstart.plan.job_blocks import stackable
     arch = {spec.model.options.get("factory") and spec.model.options.get("hidden"): stackable(spec)
             for spec in planned.runs.values() if spec.model.arch == "python"}
     assert arch == {16: True, 12: False}
@@ -497,10 +463,16 @@ def test_the_advice_page_equals_the_leaderboard_and_trains_nothing_of_its_own(fi
     assert len(page) == 3 and (figures / "advice.png").exists()
     for row in page.itertuples(index=False):
         arms = board[(board["dataset"] == row.dataset) & (board["model"] == row.model)].set_index("remedy")
-        assert row.random_acc == pytest.approx(arms.loc["random", "val_acc_mean"], abs=1e-4)
-        assert row.warm_acc == pytest.approx(arms.loc["warm", "val_acc_mean"], abs=1e-4)
+        split = row.report_split  # test where the data set has a test split, else validation (and it says so)
+        assert set(board["report_split"]) == {split}
+        assert row.random_acc == pytest.approx(arms.loc["random", f"{split}_acc_mean"], abs=1e-4)
+        assert row.warm_acc == pytest.approx(arms.loc["warm", f"{split}_acc_mean"], abs=1e-4)
         assert row.warm_samples_rel == pytest.approx(arms.loc["warm", "samples_rel"], abs=1e-4)
-        assert row.best_gap_closed == pytest.approx(arms.loc["sp", "gap_closed_mean"], abs=1e-4)
+        assert row.best_vs_warm_mean == pytest.approx(arms.loc["sp", f"{split}_vs_warm_mean"], abs=1e-4)
+        if row.gap_exists:
+            assert row.best_gap_closed == pytest.approx(arms.loc["sp", "gap_closed"], abs=1e-4)
+        else:  # no gap to close: no gap closed, no full recovery
+            assert row.best_gap_closed != row.best_gap_closed and row.cheapest_recovering != row.cheapest_recovering
     text = (figures / "advice.md").read_text()
     assert text.count("**Recommendation: ") == 3 and "| dataset / model / optimiser |" in text
     advice_runs = set(pd.read_parquet(workdir / "results" / "advice" / "summary.parquet")["run_id"])
@@ -509,13 +481,15 @@ def test_the_advice_page_equals_the_leaderboard_and_trains_nothing_of_its_own(fi
 
 # -- the advice's judgement, on hand-made rows ------------------------------------------------------------------
 
-def remedy_rows(accs: dict, samples: dict) -> pd.DataFrame:
-    """A remedies experiment's summary: {(role, remedy, setting): [val_acc per seed]}, samples per setting."""
+def remedy_rows(accs: dict, samples: dict, test: dict | None = None) -> pd.DataFrame:
+    """A remedies experiment's summary: {(role, remedy, setting): [val_acc per seed]}, samples per setting;
+    test accuracy per seed from ``test`` (same keys), else the validation accuracy."""
     rows = []
     for (role, remedy, setting), values in accs.items():
-        for seed, acc in enumerate(values):
+        tests = (test or {}).get((role, remedy, setting), values)
+        for seed, (acc, tst) in enumerate(zip(values, tests)):
             rows.append(dict(dataset="d", model="m", optimizer="o", phase=2, seed=seed, role=role, remedy=remedy,
-                             setting=setting, init=setting, baseline=role == "target", val_acc=acc,
+                             setting=setting, init=setting, baseline=role == "target", val_acc=acc, test_acc=tst,
                              train_time_s=samples[setting] / 10, init_time_s=0.0, samples_seen=samples[setting],
                              init_samples=0, converged=True))
     return pd.DataFrame(rows)
@@ -579,6 +553,58 @@ def test_the_paired_interval_is_students_t():
     assert verdict(paired_interval([0.001, -0.001, 0.0])) == "same"
 
 
+def test_without_a_gap_the_advice_gives_no_gap_closed_and_no_full_recovery(tmp_path):
+    """warm = random on every seed (the held-out table's case): a remedy beating both is no 'cheapest full
+    recovery' and gets no gap closed, on the page, in its table and in its numbers."""
+    summary = remedy_rows({("target", "random", "random"): [0.80, 0.82, 0.81],
+                           ("baseline", "warm", "warm"): [0.80, 0.82, 0.81],
+                           ("remedy", "sp", "sp shrink=0.3 perturb=0.01"): [0.81, 0.83, 0.82]}, SAMPLES)
+    row = advice(summary)[0].iloc[0]
+    assert not row["gap_exists"] and row["best_gap_closed"] != row["best_gap_closed"]
+    assert row["cheapest_recovering"] is None or row["cheapest_recovering"] != row["cheapest_recovering"]
+    assert row["recommendation"].startswith("warm-start: ")
+    write_advice(summary, tmp_path / "a.csv", tmp_path / "a.md", tmp_path / "a.pdf", title="advice")
+    text = (tmp_path / "a.md").read_text()
+    assert not re.search(r"gap closed -?\d", text)  # no value, anywhere on the page
+    assert "No gap to close" in text and "| no gap to close |" in text
+    assert "The cheapest that recovers" not in text and "sp (shrink=0.3, perturb=0.01) at" not in text
+
+
+def test_the_advice_chooses_each_setting_on_validation_reports_test_and_says_when_evidence_is_short():
+    accs = {("target", "random", "random"): [0.80, 0.81, 0.79, 0.80],
+            ("baseline", "warm", "warm"): [0.75, 0.76, 0.74, 0.75],
+            ("remedy", "sp", "sp shrink=0.3 perturb=0.01"): [0.81, 0.80, 0.80, 0.81],
+            ("remedy", "sp", "sp shrink=0.6 perturb=0.01"): [0.77, 0.78, 0.76, 0.77],
+            ("remedy", "l2i", "l2i coef=0.01"): [0.76, 0.77, 0.75, 0.76]}
+    # on the test split the shrink 0.6 setting would win; validation chose 0.3, which is what is reported
+    test = {**accs, ("remedy", "sp", "sp shrink=0.3 perturb=0.01"): [0.78, 0.80, 0.79, 0.79],
+            ("remedy", "sp", "sp shrink=0.6 perturb=0.01"): [0.82, 0.82, 0.82, 0.82],
+            ("remedy", "l2i", "l2i coef=0.01"): [0.74, 0.78, 0.73, 0.79]}
+    page, arms = advice(remedy_rows(accs, SAMPLES, test))
+    row = page.iloc[0]
+    assert row["report_split"] == "test" and row["best_setting"] == "sp shrink=0.3 perturb=0.01"
+    assert row["best_vs_warm_mean"] == pytest.approx(0.04)  # test: 0.79 - 0.75, not validation's 0.055
+    assert row["best_gap_closed"] == pytest.approx(0.04 / 0.05) and row["cheapest_recovering"] is None
+    l2i = arms.set_index("remedy").loc["l2i"]  # test - warm: -0.01, +0.02, -0.01, +0.04: interval includes 0
+    assert l2i["vs_warm"] == "unclear" and l2i["vs_warm_low"] < 0 < l2i["vs_warm_high"]
+    page, _ = advice(remedy_rows({k: v for k, v in accs.items() if k[1] != "sp"}, SAMPLES,
+                                 {k: v for k, v in test.items() if k[1] != "sp"}))
+    assert "not enough evidence" in " ".join(sentences(page.iloc[0]))
+
+
+def test_an_intervention_that_never_acted_is_no_remedy_in_the_advice():
+    summary = remedy_rows({("target", "random", "random"): [0.80, 0.81, 0.79, 0.80],
+                           ("baseline", "warm", "warm"): [0.75, 0.76, 0.74, 0.75],
+                           ("remedy", "redo", "redo"): [0.82, 0.83, 0.81, 0.82]}, {**SAMPLES, "redo": 400})
+    summary["interventions"] = ["redo" if r == "redo" else "" for r in summary["remedy"]]
+    summary["units_reset"] = 0
+    page, arms = advice(summary)
+    row = page.iloc[0]
+    assert row["best_remedy"] is None and row["cheapest_recovering"] is None and row["not_exercised"] == "redo"
+    assert arms.set_index("remedy").loc["redo", "status"] == "not exercised"
+    assert "Not exercised (their interventions reset no unit in any run, so they never acted): redo." in sentences(row)
+
+
 def test_the_advice_page_writes_its_sentences_table_and_chart(tmp_path):
     summary = remedy_rows({("target", "random", "random"): [0.80, 0.70, 0.85],
                            ("baseline", "warm", "warm"): [0.72, 0.78, 0.80],
@@ -635,8 +661,8 @@ def test_the_walkthroughs_example_runs_end_to_end_on_tiny_files(tmp_path, exampl
     ("image_folder", {"path": "pics", "size": 8}, lambda tmp: make_images(tmp / "pics", per_class=2)),
 ])
 def test_a_dataset_without_a_test_set_prepares(in_tmp, name, options, make):
-    from warmstart.datasets import prepare_dataset
-    from warmstart.spec import DatasetSpec
+    from warmstart.components.datasets import prepare_dataset
+    from warmstart.core.spec import DatasetSpec
 
     make(in_tmp)
     prepare_dataset(DatasetSpec(name, options), "unused", False, in_tmp / "prepared.pt")  # checksums every tensor

@@ -12,13 +12,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from warmstart.config import check_config
-from warmstart.errors import ConfigError
-from warmstart.experiments import plan_experiments
-from warmstart.runner import RUN_FILES
+from warmstart.plan.config_check import check_config
+from warmstart.core.errors import ConfigError
+from warmstart.plan.experiments import plan_experiments
+from warmstart.plan.plan_files import RUN_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TEST_CONFIGS = REPO / ".test" / "config"  # the tiny configs of the tests, which CI also runs (make test-configs)
+
+
+def load_test_config(name: str) -> dict:
+    """A tiny config of .test/config/, as a dict the test may edit."""
+    return yaml.safe_load((TEST_CONFIGS / f"{name}.yaml").read_text())
 
 
 def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -70,28 +76,7 @@ def planned_streams(workdir: Path, config: dict) -> set[str]:
 
 def tiny_config() -> dict:
     """Both experiment kinds of the spine on a small MNIST-1D, in seconds."""
-    return {
-        "results_dir": "results",
-        "figures_dir": "figures",
-        "resources": {"train_gpu": 0, "train_threads": 1},
-        "stack_seeds": 2,
-        "datasets": {"mnist1d": {"num_samples": 600, "seed": 3},
-                     "shifted": {"name": "mnist1d", "num_samples": 400, "seed": 4, "iid_noise_scale": 0.1}},
-        "models": {"mlp": {"hidden": 16}, "logreg": {}},
-        "optimizers": {"adam": {"lr": 0.01}},
-        "defaults": {"stop": {"rule": "converged", "threshold": 0.99, "max_epochs": 4}},
-        "experiments": {
-            "table1": {"kind": "batch", "report": "table", "datasets": ["mnist1d"], "models": ["mlp", "logreg"],
-                       "optimizers": ["adam"], "seeds": [0, 1]},
-            "fig1": {"kind": "batch", "report": "curves", "datasets": ["mnist1d"], "models": ["mlp"],
-                     "optimizers": ["adam"], "seeds": [0], "stop": {"rule": "epochs", "max_epochs": 3}},
-            "fig2": {"kind": "online", "report": "online", "datasets": ["mnist1d"], "models": ["mlp"],
-                     "optimizers": ["adam"], "policies": ["random"], "seeds": [0], "round_size": 40,
-                     "max_samples": 120},
-            "fig3": {"kind": "transfer", "report": "transfer", "source": "mnist1d", "target": "shifted",
-                     "models": ["mlp"], "optimizers": ["adam"], "seeds": [0], "fractions": [0.25, 1.0]},
-        },
-    }
+    return load_test_config("tiny")
 
 
 def paper_config() -> dict:
@@ -395,6 +380,33 @@ def test_the_default_triggers_are_snakemakes_own(finished_workdir):
     assert "Nothing to be done" in out.stdout
 
 
+def test_a_dry_run_and_a_lint_write_no_file(tmp_path):
+    """Parsing the workflow writes no file: the plan files are written by jobs (workflow/rules/plan.smk);
+    only Snakemake's own records in .snakemake/ and the test's config file appear."""
+    snakemake(tmp_path, tiny_config(), "-n")
+    snakemake(tmp_path, tiny_config(), "--lint")
+    snakemake(tmp_path, tiny_config(), "--list-rules")
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and ".snakemake" not in p.parts}
+    assert written == {"config_under_test.yaml"}, written
+
+
+def test_a_run_rewrites_no_plan_file_and_a_deleted_one_comes_back_the_same_training_nothing(finished_workdir):
+    """A plan file is written by its job only where it is missing, to the bytes the config plans, and a
+    re-made one makes nothing downstream look out of date (its consumers read it as ``ancient``)."""
+    plan = finished_workdir / "results" / "plan"
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in plan.rglob("*.json") if p.name != "status.json"}
+    assert {p.parent.name for p in before} == {"runs", "streams", "experiments", "plan"}
+    for p in before:
+        p.unlink()
+    assert "Nothing to be done" in snakemake(finished_workdir, tiny_config(), "-n").stdout  # none is needed
+    snakemake(finished_workdir, tiny_config(), *(str(p.relative_to(finished_workdir)) for p in before))
+    assert {p: p.read_bytes() for p in before} == {p: b for p, (b, _) in before.items()}
+    remade = {p: p.stat().st_mtime_ns for p in before}
+    assert "Nothing to be done" in snakemake(finished_workdir, tiny_config(), "-n").stdout
+    snakemake(finished_workdir, tiny_config())  # a run with nothing to do rewrites no plan file
+    assert {p: p.stat().st_mtime_ns for p in before} == remade
+
+
 def test_training_job_names_are_the_same_before_during_and_after_training(tmp_path):
     config = tiny_config()
     config["models"]["resnet"] = {"arch": "resnet18", "width": 2}  # a single-run job too
@@ -446,7 +458,7 @@ def test_forcerun_until_and_set_resources_address_the_training_rules_by_name(fin
     config["experiments"]["fig1"]["models"] = ["resnet"]
     until = snakemake(tmp_path, config, "-n", "--until", "train_run").stdout
     assert re.search(r"^rule train_run:", until, flags=re.M)
-    assert not re.search(r"^rule (summarize|table|figure|train_stream):", until, flags=re.M)
+    assert not re.search(r"^rule (summarize|report_\w+|train_stream):", until, flags=re.M)
     resources = snakemake(finished_workdir, config, "-n", "--forcerun", "train_stack", "train_run",
                           "--set-resources", "train_stack:mem_mb=1234", "train_run:mem_mb=4321").stdout
     for rule, mem in (("train_stack", "1234"), ("train_run", "4321")):
@@ -458,7 +470,7 @@ def test_status_counts_finished_running_interrupted_and_missing_runs_from_the_fi
     import os
     import time
 
-    from warmstart.status import experiment_counts, format_counts
+    from warmstart.jobs.status import experiment_counts, format_counts
 
     status = finished_workdir / "results" / "plan" / "status.json"
     counts = experiment_counts(status)

@@ -5,8 +5,8 @@ which fast tests) and ``[tool.warmstart.mutate]`` (which functions of those modu
 keep mutmut 3 from running on the checkout as it is, so this script stages a copy and runs it there:
 
 * mutmut names a module by its file's path (stripping only ``src/``) and matches that with the
-  module name the tests import: ``pkg/warmstart/init.py`` would be ``pkg.warmstart.init``, not
-  ``warmstart.init``. The copy puts the package at ``src/warmstart`` (build/mutmut/src/warmstart).
+  module name the tests import: ``pkg/warmstart/components/inits.py`` would be ``pkg.warmstart.components.inits``, not
+  ``warmstart.components.inits``. The copy puts the package at ``src/warmstart`` (build/mutmut/src/warmstart).
 * mutmut mutates no decorated function (a decorator could run twice), and every init strategy, loss
   term, probe and report is registered by a decorator (``@register_strategy(...)``), as is
   ``StopSpec.cap_reason`` (``@property``). In the copy, the selected functions' decorators become
@@ -144,22 +144,29 @@ def write_if_changed(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def module_key(relative: Path) -> str:
+    """A module's key in ``[tool.warmstart.mutate]``: its dotted path inside the package
+    (``components.inits``), since the layers hold modules of the same file name."""
+    return ".".join(relative.with_suffix("").parts)
+
+
 def stage(config: dict, selection: dict[str, list[str]]) -> None:
     source_dir = ROOT / "pkg" / PACKAGE
-    listed = {Path(p).stem for p in config["only_mutate"]}
+    listed = {module_key(Path(p).relative_to(f"src/{PACKAGE}")) for p in config["only_mutate"]}
     if listed != set(selection):
         raise SystemExit(f"pyproject.toml: [tool.mutmut] only_mutate lists {sorted(listed)} but "
                          f"[tool.warmstart.mutate] selects {sorted(selection)}: list each module in both")
     target = STAGE / "src" / PACKAGE
-    for path in sorted(source_dir.glob("*.py")):
-        text = path.read_text()
-        if path.stem in selection:
-            text, missing = stage_module(text, selection[path.stem])
+    sources = sorted(source_dir.rglob("*.py"))
+    for path in sources:
+        text, key = path.read_text(), module_key(path.relative_to(source_dir))
+        if key in selection:
+            text, missing = stage_module(text, selection[key])
             if missing:
-                raise SystemExit(f"[tool.warmstart.mutate] {path.stem}: no function {missing}")
+                raise SystemExit(f"[tool.warmstart.mutate] {key}: no function {missing}")
             compile(text, str(path), "exec")  # the staged copy must still be valid Python
-        write_if_changed(target / path.name, text)
-    for stale in set(target.glob("*.py")) - {target / p.name for p in source_dir.glob("*.py")}:
+        write_if_changed(target / path.relative_to(source_dir), text)
+    for stale in set(target.rglob("*.py")) - {target / p.relative_to(source_dir) for p in sources}:
         stale.unlink()
     tests = STAGE / "tests"
     if tests.exists():

@@ -2,39 +2,38 @@
 # plan. Runs live in directories named by their content hash (RunSpec.name), so an edited condition
 # gets a new directory and an unchanged one keeps its results.
 #
-# What a training job must know reaches it through files, never through params: the plan is written
-# at parse time to small JSON files under <results>/plan/ (warmstart.plan_io says which file holds what,
-# and why none of them can make a finished run look out of date), and a job reads its specs from those
-# input files. Execution settings that do not change results reach it untracked: device and
-# checkpoint_every_s read by the scripts from the config.
+# What a training job must know reaches it through files, never through params: the plan's small JSON
+# files under <results>/plan/ (warmstart.plan.plan_files says which file holds what, and why none of them
+# can make a finished run look out of date), written by the jobs of workflow/rules/plan.smk, and a job
+# reads its specs from those input files. Parsing the workflow writes nothing. Execution settings that do
+# not change results reach a job untracked: device and checkpoint_every_s read by the scripts from the config.
 import dataclasses
 import json
-import textwrap
 from pathlib import Path
 
-import yaml
-
-from warmstart.experiments import EXPERIMENT_KINDS, run_split_name
-from warmstart.init import STRATEGIES
-from warmstart.io import write_text_if_changed
-from warmstart.plan_io import (
+from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS
+from warmstart.plan.planned import run_split_name
+from warmstart.components.inits import STRATEGIES
+from warmstart.core.io import write_text_if_changed
+from warmstart.plan.plan_files import (
+    RUN_FILES,
     experiment_file_name,
     experiment_json,
     jobs_json,
     probe_file,
     spec_json,
 )
-from warmstart.reports import REPORTS, _first_paragraph, caption
-from warmstart.spec import StreamSpec
+from warmstart.reports import REPORTS, caption, first_paragraph
+from warmstart.core.spec import StreamSpec
 
 RESULTS = config["results_dir"]
 FIGURES = config["figures_dir"]
 ENV = "../envs/warmstart.yaml"
 # A local GPU training job takes one of the gpus x jobs_per_gpu card slots (the run pins it to a card,
-# warmstart.gpu_slots); --resources gpu_slots=N says how many run at once. CPU jobs take none.
+# warmstart.jobs.gpu_slots); --resources gpu_slots=N says how many run at once. CPU jobs take none.
 _res = config["resources"]
 GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
-RUN_OUTPUTS = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")  # model.pt last
+RUN_OUTPUTS = RUN_FILES  # warmstart.plan.plan_files: the one list of a run's files, model.pt last
 # publish_run, publish_optimizer, publish_checkpoint, publish_stream: give each output, in the order
 # declared (a run's model.pt last), the content of the file at the same place under the training job's
 # directory for this run (or stream): a hard link where the file system allows, else a copy, each through
@@ -65,6 +64,7 @@ wildcard_constraints:
     probe="[^/]+",
     split="[^/]+",
     epoch="[0-9]+",
+    experiment_plan="[^/]+",
 
 
 def data_path(spec):
@@ -100,13 +100,25 @@ _NOTHING = "(?!x)x"
 GROUPED_STREAMS = "|".join(STREAM_BLOCK) or _NOTHING
 ALONE_STREAMS = "|".join(n for n in PLAN.streams if n not in STREAM_BLOCK) or _NOTHING
 JOBS_FILE = f"{RESULTS}/plan/jobs.json"
-EXPERIMENT_PLANS = {}  # experiment -> its plan file, named by its content
-_experiment_contents = {}
+# experiment -> its plan file, and the file's name -> its content. The file is named by its content and
+# written by the plan_experiment job, so no other config's plan ever rewrites it. A summary must re-run
+# when its experiment's plan changes (runs added): the plan's name is a param of the summary (a change of
+# params re-runs it under the profile's rerun-triggers) and the file an `ancient` input, so that writing
+# the plan file, a job of this invocation, cannot make a finished summary look out of date by its mtime.
+EXPERIMENT_PLANS = {}
+_EXPERIMENT_CONTENTS = {}
 for _name, _planned in PLAN.experiments.items():
-    _experiment_contents[_name] = experiment_json(_planned)
-    EXPERIMENT_PLANS[_name] = plan_path(
-        "experiments", experiment_file_name(_name, _experiment_contents[_name])
-    )
+    _content = experiment_json(_planned)
+    _file_name = experiment_file_name(_name, _content)
+    EXPERIMENT_PLANS[_name] = plan_path("experiments", _file_name)
+    _EXPERIMENT_CONTENTS[_file_name] = _content
+
+
+def planned_experiment_content(file_name):
+    try:
+        return _EXPERIMENT_CONTENTS[file_name]
+    except KeyError:
+        raise WorkflowError(f"{file_name!r} is not the plan of an experiment of the current config")
 
 
 def jobs_content():
@@ -120,27 +132,7 @@ def jobs_content():
     )
 
 
-# The plan is written by the process that plans, once per invocation, never by the parse at the start of
-# each cluster job. Nothing written here can make another config's finished runs look out of date, so a
-# dry run, --lint or --report may write it: a run's spec file is a function of its name, an experiment's
-# plan file is named by its content, and the jobs file (what this config asks of each job, beyond the
-# numbers) is only created here when missing, and brought up to date in `onstart`, when jobs will run.
-if workflow.is_main_process:
-    for _name, _spec in PLAN.runs.items():
-        write_text_if_changed(plan_path("runs", _name), spec_json(_spec))
-    for _name, _spec in PLAN.streams.items():
-        write_text_if_changed(plan_path("streams", _name), spec_json(_spec))
-    for _name, _path in EXPERIMENT_PLANS.items():
-        write_text_if_changed(_path, _experiment_contents[_name])
-    if not Path(JOBS_FILE).exists():
-        write_text_if_changed(JOBS_FILE, jobs_content())
-
-
-onstart:
-    write_text_if_changed(JOBS_FILE, jobs_content())
-
-
-# What `make status` counts (warmstart.status): each planned run's or stream's result, log and resume
+# What `make status` counts (warmstart.jobs.status): each planned run's or stream's result, log and resume
 # files, relative to the results directory.
 def _status_unit(spec):
     if isinstance(spec, StreamSpec):
@@ -162,31 +154,11 @@ def _status_unit(spec):
     }
 
 
-if workflow.is_main_process:
-    write_text_if_changed(
-        f"{RESULTS}/plan/status.json",
-        json.dumps(
-            {n: [_status_unit(p.spec) for p in ps] for n, ps in PLAN.experiments.items()}
-        ),
-    )
+STATUS_FILE = f"{RESULTS}/plan/status.json"
 
 
-# The HTML report's front page (`snakemake --report report.html`): what the workflow is, and the config.
-REPORT_PAGE = Path(RESULTS).resolve() / "plan" / "report.rst"
-if workflow.is_main_process:
-    write_text_if_changed(
-        REPORT_PAGE,
-        Path(workflow.source_path("../report/workflow.rst.template"))
-        .read_text()
-        .format(
-            results=RESULTS,
-            config_files=", ".join(map(str, workflow.config_settings.configfiles))
-            or "config.yaml",
-            config=textwrap.indent(
-                yaml.safe_dump(dict(config), sort_keys=False, width=100), "    "
-            ),
-        ),
-    )
+def status_content():
+    return json.dumps({n: [_status_unit(p.spec) for p in ps] for n, ps in PLAN.experiments.items()})
 
 
 def planned(table, name):
@@ -293,7 +265,7 @@ def stream_inputs(wildcards):
 def summary_inputs(wildcards):
     # metrics.json stands for the run's files: publish_run makes them together (one input per run keeps
     # the dry run of a large config fast); a probe the experiment measures has a table of its own
-    inputs = [EXPERIMENT_PLANS[wildcards.experiment]]
+    inputs = [ancient(EXPERIMENT_PLANS[wildcards.experiment])]
     for p in PLAN.experiments[wildcards.experiment]:
         if not isinstance(p.spec, StreamSpec):
             inputs.append(run_path(p.spec, "metrics.json"))
@@ -302,7 +274,7 @@ def summary_inputs(wildcards):
 
 
 def rounds_inputs(wildcards):
-    return [EXPERIMENT_PLANS[wildcards.experiment]] + [
+    return [ancient(EXPERIMENT_PLANS[wildcards.experiment])] + [
         stream_path(p.spec, "rounds.parquet")
         for p in PLAN.experiments[wildcards.experiment]
         if isinstance(p.spec, StreamSpec)
@@ -347,7 +319,7 @@ def index_entries():
             {
                 "experiment": name,
                 "title": entry.title(name),
-                "caption": _first_paragraph(entry.draw.__doc__),
+                "caption": first_paragraph(entry.draw.__doc__),
                 "files": [Path(t).name for t in report_targets(name)],
             }
         )

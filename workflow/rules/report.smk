@@ -1,6 +1,7 @@
 # Per-experiment tables (parquet) and the figures and tables built from them. An experiment's report
 # (warmstart.reports.REPORTS) says which tables it reads and which files it writes; each figure and table
-# is also a PNG, which `snakemake --report report.html` shows with its caption (workflow/report/).
+# is also a PNG, which `snakemake --report report.html` shows with its report's caption
+# (workflow/report/captions/).
 
 
 rule summarize:
@@ -13,6 +14,7 @@ rule summarize:
         experiment=experiments_where(writes("summary")),
     params:
         runs_dir=f"{RESULTS}/runs",
+        plan=lambda wc: EXPERIMENT_PLANS[wc.experiment],
     log:
         f"{RESULTS}/logs/{{experiment}}/summarize.log",
     conda:
@@ -30,6 +32,7 @@ rule summarize_streams:
         experiment=experiments_where(writes("rounds")),
     params:
         streams_dir=f"{RESULTS}/streams",
+        plan=lambda wc: EXPERIMENT_PLANS[wc.experiment],
     log:
         f"{RESULTS}/logs/{{experiment}}/summarize.log",
     conda:
@@ -38,54 +41,38 @@ rule summarize_streams:
         "../scripts/summarize_streams.py"
 
 
-rule table:
-    input:
-        unpack(report_input),
-    output:
-        csv=f"{FIGURES}/{{experiment}}.csv",
-        md=f"{FIGURES}/{{experiment}}.md",
-        pdf=f"{FIGURES}/{{experiment}}.pdf",
-        png=report(
-            f"{FIGURES}/{{experiment}}.png",
-            caption="../report/caption.rst",
-            category="Tables",
-            labels={"experiment": "{experiment}"},
-        ),
-    wildcard_constraints:
-        experiment=experiments_where(lambda n: report_of(n).outputs == ("csv", "md", "pdf")),
-    params:
-        report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
-        caption=lambda wc: report_caption(wc.experiment),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/report.log",
-    conda:
-        ENV
-    script:
-        "../scripts/report.py"
+# One rule per report (warmstart.reports.REPORTS), report_<name>, for the experiments whose report it is:
+# its PNG goes into the HTML report with the report's own caption, workflow/report/captions/<name>.rst
+# (written from the report's registry entry: python -m warmstart.reports captions workflow/report/captions),
+# which renders the experiment's caption (the params) and then the report's (what it shows, what it reads).
+for _name, _report in REPORTS.items():
 
-
-rule figure:
-    input:
-        unpack(report_input),
-    output:
-        pdf=f"{FIGURES}/{{experiment}}.pdf",
-        png=report(
-            f"{FIGURES}/{{experiment}}.png",
-            caption="../report/caption.rst",
-            category="Figures",
-            labels={"experiment": "{experiment}"},
-        ),
-    wildcard_constraints:
-        experiment=experiments_where(lambda n: report_of(n).outputs == ("pdf",)),
-    params:
-        report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
-        caption=lambda wc: report_caption(wc.experiment),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/report.log",
-    conda:
-        ENV
-    script:
-        "../scripts/report.py"
+    rule:
+        name:
+            f"report_{_name}"
+        input:
+            unpack(report_input),
+        output:
+            **{ext: f"{FIGURES}/{{experiment}}.{ext}" for ext in _report.outputs},
+            png=report(
+                f"{FIGURES}/{{experiment}}.png",
+                caption=f"../report/captions/{_name}.rst",
+                category="Tables" if "csv" in _report.outputs else "Figures",
+                labels={"experiment": "{experiment}"},
+            ),
+        wildcard_constraints:
+            experiment=experiments_where(
+                lambda n, name=_name: PLAN.experiment_config[n]["report"] == name
+            ),
+        params:
+            report=lambda wc: PLAN.experiment_config[wc.experiment]["report"],
+            caption=lambda wc: report_caption(wc.experiment),
+        log:
+            f"{RESULTS}/logs/{{experiment}}/report.log",
+        conda:
+            ENV
+        script:
+            "../scripts/report.py"
 
 
 # The front page (figures/<...>/index.html): what the project answers, the headline numbers (Table 1's

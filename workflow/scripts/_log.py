@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pkg"))
 
 def claim_gpu(snakemake):
     """Pin this training job to a card slot (before torch touches CUDA): at most resources.jobs_per_gpu
-    jobs per card, across crashed jobs and concurrent workflows (warmstart.gpu_slots)."""
-    from warmstart import gpu_slots
+    jobs per card, across crashed jobs and concurrent workflows (warmstart.jobs.gpu_slots)."""
+    from warmstart.jobs import gpu_slots
 
     res = snakemake.config["resources"]
     if res["train_gpu"] == 0:

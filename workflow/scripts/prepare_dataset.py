@@ -5,9 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.datasets import prepare_dataset  # noqa: E402
-from warmstart.errors import DatasetError  # noqa: E402
-from warmstart.spec import DatasetSpec  # noqa: E402
+from warmstart.components.datasets import prepare_dataset  # noqa: E402
+from warmstart.core.errors import DatasetError  # noqa: E402
+from warmstart.core.spec import DatasetSpec  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)

@@ -4,8 +4,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.io import atomic_path  # noqa: E402
-from warmstart.report_captions import front_page  # noqa: E402
+from warmstart.core.io import atomic_path  # noqa: E402
+from warmstart.reports.captions import front_page  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)

@@ -4,8 +4,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.io import save_parquet  # noqa: E402
-from warmstart.results import collect, load_planned  # noqa: E402
+from warmstart.core.io import save_parquet  # noqa: E402
+from warmstart.jobs.results import collect, load_planned  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)

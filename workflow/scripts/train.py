@@ -4,8 +4,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import claim_gpu, redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.plan_io import read_run_spec  # noqa: E402
-from warmstart.runner import execute_block  # noqa: E402
+from warmstart.plan.plan_files import read_run_spec  # noqa: E402
+from warmstart.jobs.train_runs import execute_block  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)

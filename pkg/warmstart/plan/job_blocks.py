@@ -1,0 +1,110 @@
+"""Grouping a plan's runs into training jobs (blocks): the seeds of a stackable condition in fixed blocks
+(seeds ``b * size .. b * size + size - 1``) that train as one stack, every other run alone; and online
+streams that share a job. Blocks are a function of the plan alone, never of what is already on disk, and
+how runs are grouped changes no run's numbers (each stack trains on its own).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+from warmstart.components.inits import STRATEGIES
+from warmstart.components.interventions import INTERVENTIONS
+from warmstart.components.models import MODELS
+from warmstart.components.optimizers import OPTIMIZERS
+from warmstart.components.terms import TERMS
+from warmstart.core.identity import short_hash
+from warmstart.core.spec import RunSpec, StreamSpec
+from warmstart.plan.planned import Plan
+
+
+@dataclass(frozen=True)
+class Block:
+    """Runs trained by one job: the seeds of one stackable condition (``stacked``), or a single run."""
+
+    name: str
+    specs: tuple[RunSpec, ...]
+    stacked: bool
+
+
+def stackable(spec: RunSpec) -> bool:
+    """Whether ``spec`` trains on the stacked engine (its seeds as rows of ``[S, ...]`` tensors; a stack of
+    one when it trains alone), so that the seeds of its condition can share a job: a stackable model, an
+    elementwise (or per-row) optimiser, and an init strategy, terms and interventions that work per seed. Decided by what changes the
+    run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
+    experiments may add or remove) nor by speed options: a run gets the same engine, and so the same
+    bits, whichever experiments ask for it and however its seeds are grouped."""
+    model = MODELS[spec.model.arch].stackable  # a bool, or (arch: python) a function of the model's options
+    return ((model(spec.model.options) if callable(model) else model) and OPTIMIZERS[spec.optimizer.name].stackable
+            and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
+            and all(TERMS[t.name].stackable for t in spec.terms)
+            and all(INTERVENTIONS[i.name].stackable for i in spec.interventions))
+
+
+def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[str, Block]:
+    """The training jobs of ``plan``: the runs of one condition of the stacked engine (``stackable``)
+    whose seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack (with
+    ``stack_seeds`` 1, a stack of one each); every other run trains alone, in a block named after it.
+    With ``stacks_per_job`` > 1, up to that many stacks whose runs start from the same parent stack (or
+    from none) share one job, one stack after the other: a job's start-up (a process, torch's import)
+    costs more than a small model's training. A pure function of the plan: the same blocks before,
+    during and after training. How seeds and stacks are grouped changes no run's numbers
+    (``warmstart.jobs``; each stack trains on its own)."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    blocks: dict[str, Block] = {}
+    for spec in plan.runs.values():
+        if stackable(spec):
+            groups.setdefault((condition_key(spec), spec.seed // stack_seeds), []).append(spec)
+        else:
+            blocks[spec.name] = Block(spec.name, (spec,), stacked=False)
+    stacks: dict[tuple, list[tuple[str, tuple[RunSpec, ...]]]] = {}
+    for (key, index), members in groups.items():
+        members.sort(key=lambda s: s.seed)
+        name = f"{members[0].condition_label}_b{index}_{key[:10]}"
+        parent = members[0].parent
+        shared = (None if parent is None else condition_key(parent), members[0].dataset.key, index)
+        stacks.setdefault(shared, []).append((name, tuple(members)))
+    for shared, named in stacks.items():
+        named.sort()
+        for start in range(0, len(named), stacks_per_job):
+            chunk = named[start:start + stacks_per_job]
+            if len(chunk) == 1:
+                name = chunk[0][0]
+            else:
+                name = f"{chunk[0][0].rsplit('_', 2)[0]}_x{len(chunk)}_{short_hash([n for n, _ in chunk], 10)}"
+            blocks[name] = Block(name, tuple(s for _, members in chunk for s in members), stacked=True)
+    return blocks
+
+
+def plan_stream_blocks(plan: Plan, streams_per_job: int = 1) -> dict[str, tuple[StreamSpec, ...]]:
+    """Online streams that share a training job, one after the other (``streams_per_job`` > 1): up to that
+    many streams of one dataset, in name order. A stream not listed trains in a job of its own. A pure
+    function of the plan; grouping changes no stream's numbers (each runs on its own)."""
+    if streams_per_job <= 1:
+        return {}
+    by_data: dict[str, list[StreamSpec]] = {}
+    for spec in plan.streams.values():
+        by_data.setdefault(spec.round.dataset.key, []).append(spec)
+    blocks = {}
+    for key, specs in by_data.items():
+        specs.sort(key=lambda s: s.name)
+        for start in range(0, len(specs), streams_per_job):
+            chunk = tuple(specs[start:start + streams_per_job])
+            if len(chunk) > 1:
+                blocks[f"{key}_streams_x{len(chunk)}_{short_hash([s.name for s in chunk], 10)}"] = chunk
+    return blocks
+
+
+def block_stacks(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """A training job's stacks: its runs grouped by condition, in the job's order."""
+    stacks: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        stacks.setdefault(condition_key(spec), []).append(spec)
+    return list(stacks.values())
+
+
+def condition_key(spec: RunSpec) -> str:
+    """What the seeds of one stack share: the spec without its seed, the engine and the probes."""
+    return short_hash({"condition": spec.seedless(), "engine": dataclasses.asdict(spec.engine),
+                       "probes": [dataclasses.asdict(p) for p in spec.probes]}, 16)

@@ -1,0 +1,138 @@
+"""The plan's files: the files through which the workflow tells a job what to train
+(workflow/rules/common.smk), and the files a run writes (``RUN_FILES``, ``probe_file``, ...), named here
+once for the workflow's rules and the job that writes them (``warmstart.jobs``).
+
+The planned files are of three kinds, each chosen so that no edit of the config (and no dry run) can make a finished run look
+out of date unless its results would change:
+
+* a run's spec file (``plan/runs/<run>.json``) holds what determines its numbers, and only that
+  (``run_dict``): its content is a function of the run's name (the hash of its identity), so it is
+  never rewritten with other content, and jobs read it as an ``ancient`` input;
+* the jobs file (``plan/jobs.json``, ``ancient``) holds, per training job, what the current config asks
+  of it that does not change its numbers: the speed options (``channels_last``, ``compile``) and each
+  run's requests (``requests``: the probes to measure, the checkpoints and optimiser state to keep). A
+  request that is added makes a new output file (a probe's table, a checkpoint, ``optimizer.pt``) and so
+  trains the run again; one that is removed leaves the run as it is (more than asked for satisfies the
+  request);
+* an experiment's plan file (``plan/experiments/<experiment>-<hash>.json``) holds its runs as it plans
+  them, with its labels: named by its content, so that a summary follows its experiment's plan and no
+  other config's plan ever rewrites it.
+
+A stream's spec file holds the whole stream (its probes included): a stream writes its probes' values
+into its rounds table, so a stream is trained again when its probes change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping
+
+from warmstart.core.identity import short_hash
+from warmstart.core.spec import EngineSpec, ProbeSpec, RunSpec, StreamSpec
+from warmstart.plan import config_labels  # noqa: F401  (the registries a spec's identity reads: core.identity)
+
+# The files of every run's directory, written in this order (the model last: its presence means the rest are there)
+RUN_FILES = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")
+OPTIMIZER_FILE = "optimizer.pt"  # the final optimiser state, when a child run continues it (keep_optimizer)
+
+
+def checkpoint_file(epoch: int) -> str:
+    """The weights after ``epoch``, when a child run starts there (``RunSpec.checkpoints``)."""
+    return f"checkpoints/epoch{epoch}.pt"
+
+
+SPEED_OPTIONS = ("channels_last", "compile")
+REQUESTS = ("probes", "checkpoints", "keep_optimizer")
+
+
+def _strip(d: dict | None, keys: tuple[str, ...]) -> None:
+    """Remove the speed options and ``keys`` from a spec dict, its stream round and its parents."""
+    if d:
+        if "engine" in d:
+            d["engine"] = {k: v for k, v in d["engine"].items() if k not in SPEED_OPTIONS}
+        for key in keys:
+            d.pop(key, None)
+        _strip(d.get("round"), keys)
+        _strip(d.get("parent"), keys)
+
+
+def planned_dict(spec: RunSpec | StreamSpec) -> dict:
+    """A planned spec as an experiment plans it (its requests included), without its speed options."""
+    d = spec.to_dict()
+    _strip(d, ())
+    return d
+
+
+def run_dict(spec: RunSpec) -> dict:
+    """What a run's spec file holds: the spec without speed options or requests, recursively; a function
+    of the run's identity (a fixed-epoch run's unused threshold is left out too)."""
+    d = spec.to_dict()
+    _strip(d, REQUESTS)
+
+    def canonical(d: dict | None, s: RunSpec | None) -> None:
+        if d is not None:
+            d["stop"] = s.stop.canonical()
+            if s.parent_epoch is not None:  # the one checkpoint of its parent that this run starts from
+                d["parent"]["checkpoints"] = [s.parent_epoch]
+            canonical(d.get("parent"), s.parent)
+    canonical(d, spec)
+    return d
+
+
+def spec_json(spec: RunSpec | StreamSpec) -> str:
+    """The content of a planned spec file (``plan/runs/`` or ``plan/streams/``)."""
+    return json.dumps(run_dict(spec) if isinstance(spec, RunSpec) else planned_dict(spec), sort_keys=True)
+
+
+def requests(spec: RunSpec) -> dict:
+    """What the config asks a run to measure and keep, beyond its numbers."""
+    return {"probes": [{"name": p.name, "options": p.options} for p in spec.probes],
+            "checkpoints": list(spec.checkpoints), "keep_optimizer": spec.keep_optimizer}
+
+
+def probe_file(probe: ProbeSpec) -> str:
+    """A probe's table in a run directory, named by the probe and (when it has any) a hash of its options."""
+    return f"probes/{probe.name}{'-' + short_hash(probe.options, 8) if probe.options else ''}.parquet"
+
+
+def jobs_json(engines: Mapping[str, EngineSpec], runs: Mapping[str, list[RunSpec]]) -> str:
+    """The content of the jobs file: training job name -> its speed options, and the requests of each of
+    its runs (``runs``: job name -> its runs; a stream job has none)."""
+    return json.dumps({job: {"engine": {k: getattr(e, k) for k in SPEED_OPTIONS},
+                             "runs": {s.name: requests(s) for s in runs.get(job, ())}}
+                       for job, e in engines.items()}, sort_keys=True)
+
+
+def experiment_json(planned) -> str:
+    """The content of an experiment's plan file: its planned runs (or streams) with their labels."""
+    return json.dumps([{"spec": planned_dict(p.spec), "labels": p.labels} for p in planned], sort_keys=True)
+
+
+def experiment_file_name(experiment: str, content: str) -> str:
+    return f"{experiment}-{short_hash(content, 12)}"
+
+
+def _job_entry(jobs_path, job: str | None) -> dict:
+    return json.loads(Path(jobs_path).read_text())[job] if jobs_path is not None else {}
+
+
+def read_run_spec(spec_path, jobs_path=None, job: str | None = None) -> RunSpec:
+    """A planned run: its spec file, with the speed options of its training job ``job`` and the run's
+    requests from the jobs file."""
+    spec = RunSpec.from_dict(json.loads(Path(spec_path).read_text()))
+    entry = _job_entry(jobs_path, job)
+    if not entry:
+        return spec
+    wanted = entry["runs"][spec.name]
+    engine = EngineSpec(**{**dataclasses.asdict(spec.engine), **entry["engine"]})
+    return spec.replace(engine=engine, probes=tuple(wanted["probes"]), checkpoints=tuple(wanted["checkpoints"]),
+                        keep_optimizer=wanted["keep_optimizer"])
+
+
+def read_stream_spec(spec_path, jobs_path=None, job: str | None = None) -> StreamSpec:
+    d = json.loads(Path(spec_path).read_text())
+    entry = _job_entry(jobs_path, job)
+    if entry:
+        d["round"]["engine"] = {**d["round"]["engine"], **entry["engine"]}
+    return StreamSpec.from_dict(d)
