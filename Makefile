@@ -50,16 +50,19 @@ lint: venv
 status: venv
 	@$(BIN)/python -m warmstart.jobs.status $(RESULTS)
 
-# Engine vs the authors' data path, stacked seeds vs one run per seed, and the workflow's own planning time
-# (benchmarks/README.md has the results). bench-gpu: the same engine cases on CUDA, fp32 and bf16.
+# Engine vs the authors' data path, stacked seeds vs one run per seed, the workflow's own planning time, and
+# the demo's MLP against the machine's floor (benchmarks/README.md has the results). bench-gpu: the same on
+# CUDA (engine cases in fp32 and bf16), and training jobs sharing one card.
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py --device cpu --bf16 --compile
 	$(BIN)/python benchmarks/bench_multiseed.py
 	$(BIN)/python benchmarks/bench_plan.py
+	$(BIN)/python benchmarks/bench_floor.py $(if $(wildcard results/demo/runs),--results results/demo)
 
 bench-gpu: venv
 	$(BIN)/python benchmarks/bench_engine.py --device cuda --compile --breakdown
 	$(BIN)/python benchmarks/bench_multiseed.py --device cuda
+	$(BIN)/python benchmarks/bench_floor.py --device cuda
 	$(BIN)/python benchmarks/bench_jobs_per_gpu.py --device cuda
 
 clean-demo:

@@ -102,3 +102,11 @@ def test_every_report_draws_three_inits(tmp_path):
         assert (tmp_path / name).read_bytes().startswith(b"%PDF")
     # every registered report reads only tables an experiment writes
     assert {t for name in REPORTS for t in REPORTS[name].tables} <= {"summary", "epochs", "rounds"}
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_every_report_says_what_it_shows_on_the_front_page(name):
+    """The front page (figures/<...>/index.html) captions each experiment with its report's first paragraph."""
+    from warmstart.reports import first_paragraph
+
+    assert len(first_paragraph(REPORTS[name].draw.__doc__)) > 20

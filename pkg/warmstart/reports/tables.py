@@ -56,10 +56,12 @@ def write_table(summary, csv_path, md_path, pdf_path, title: str = ""):
 @register_report("conditions", "summary", outputs=("csv", "md", "pdf"),
                  shows="regularised warm and fresh starts (Tables 2 and 5)")
 def write_condition_table(summary, csv_path, md_path, pdf_path, title: str = ""):
+    """Tables 2 and 5: per loss-term setting and init, phase-2 validation accuracy with the converged counts."""
     return write_tables(*condition_table(summary), csv_path, md_path, pdf_path, title, CONDITIONS_NOTE)
 
 
 @register_report("inits", "summary", outputs=("csv", "md", "pdf"),
                  shows="warm starts with added noise vs a fresh start (Table 3)")
 def write_init_table(summary, csv_path, md_path, pdf_path, title: str = ""):
+    """Table 3: per init (warm starts with added noise, a fresh start), phase-2 validation accuracy and time."""
     return write_tables(*init_table(summary), csv_path, md_path, pdf_path, title, INITS_NOTE)
