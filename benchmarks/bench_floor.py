@@ -12,6 +12,7 @@ leaderboard's arms) cannot share a stack yet; 45 seeds of one condition stand fo
     python benchmarks/bench_floor.py                                  # CPU, 1 thread (a workflow CPU job)
     python benchmarks/bench_floor.py --device cuda
     python benchmarks/bench_floor.py --results results/demo           # plus the demo's core-seconds
+    python benchmarks/bench_floor.py --profile                        # where a stack of 3's time goes
 """
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def matmul_rate(device: torch.device, size: int = 2048, reps: int = 5) -> float:
     return 2 * size**3 / best
 
 
+def specs_for(model: ModelSpec, rows: int, epochs: int) -> list[RunSpec]:
+    """``rows`` seeds of one condition: MNIST-1D, Adam 0.001, batch 128, phase-1 fraction 0.5."""
+    return [RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000}), model, OptimizerSpec("adam", 1e-3), 128,
+                    StopSpec("epochs", max_epochs=epochs), seed, train_fraction=0.5) for seed in range(rows)]
+
+
 def stack_rate(specs, data, reps: int) -> tuple[float, float]:
     """Median seconds to train the stack, and its samples per second (every row's samples counted)."""
     splits = [make_split(len(data.x_train), s.seed) for s in specs]
@@ -63,6 +70,25 @@ def stack_rate(specs, data, reps: int) -> tuple[float, float]:
         samples = sum(m["samples_seen"] for _, _, m in outs)
     median = statistics.median(times)
     return median, samples / median
+
+
+def profile_stack(specs, data, log, top: int = 12) -> list[tuple[str, float]]:
+    """The functions (torch kernels among them) that take the most of one training of ``specs``, by their
+    own time: where a step of a small model goes (kernels, optimiser, evaluation, Python)."""
+    import cProfile
+    import pstats
+
+    splits = [make_split(len(data.x_train), s.seed) for s in specs]
+    profiler = cProfile.Profile()
+    profiler.runcall(run_training_stacked, specs, data, splits, [None] * len(specs), log=None)
+    stats = pstats.Stats(profiler).stats
+    total = sum(tottime for _, _, tottime, _, _ in stats.values())
+    rows = sorted(((f"{name} ({Path(file).name}:{line})" if line else name, tottime)
+                   for (file, line, name), (_, _, tottime, _, _) in stats.items()), key=lambda r: -r[1])[:top]
+    log(f"profile of a stack of {len(specs)} (own time; {total:.2f} s in all):")
+    for name, seconds in rows:
+        log(f"  {100 * seconds / total:5.1f}%  {seconds:6.3f} s  {name}")
+    return rows
 
 
 def demo_core_seconds(results: Path) -> dict[str, float]:
@@ -85,10 +111,11 @@ def main(argv=None, log=print) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--arch", default="mlp", help="a stackable model of the registry (the demo's: mlp)")
     p.add_argument("--stacks", nargs="+", type=int, default=[1, 3, 45], help="rows per stack")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a workflow CPU job has 1 by default)")
     p.add_argument("--results", type=Path, help="a finished demo's results directory (results/demo)")
+    p.add_argument("--profile", action="store_true", help="also profile a stack of 3: where its time goes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -105,15 +132,14 @@ def main(argv=None, log=print) -> dict:
     log(f"large fp32 matmul: {rate / 1e9:.1f} GFLOP/s  ->  floor {floor:,.0f} samples/s")
     rows = []
     for rows_per_stack in args.stacks:
-        specs = [RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000}), model, OptimizerSpec("adam", 1e-3), 128,
-                         StopSpec("epochs", max_epochs=args.epochs), seed, train_fraction=0.5)
-                 for seed in range(rows_per_stack)]
-        seconds, per_s = stack_rate(specs, data, args.reps)
+        seconds, per_s = stack_rate(specs_for(model, rows_per_stack, args.epochs), data, args.reps)
         rows.append({"rows": rows_per_stack, "seconds": seconds, "samples_per_s": per_s,
                      "floor_samples_per_s": floor, "floor_over_measured": floor / per_s})
         log(f"stack of {rows_per_stack:3d}: {per_s:12,.0f} samples/s   ({seconds:6.2f} s)   "
             f"floor / measured {floor / per_s:8.1f}x")
     report = {"flops_per_sample": flops, "matmul_flop_per_s": rate, "stacks": rows}
+    if args.profile:
+        report["profile"] = profile_stack(specs_for(model, 3, args.epochs), data, log)
     if args.results is not None:
         report["demo_train_s"] = demo_core_seconds(args.results)
         log("demo training core-seconds: " + ", ".join(f"{k} {v:,.0f} s" for k, v in report["demo_train_s"].items())

@@ -39,7 +39,7 @@ def test_the_floor_is_the_mlps_arithmetic_over_the_matmul_rate_and_the_demo_seco
     threads = torch.get_num_threads()
     lines: list[str] = []
     try:
-        report = bench.main(["--stacks", "1", "2", "--epochs", "1", "--reps", "1",
+        report = bench.main(["--stacks", "1", "2", "--epochs", "1", "--reps", "1", "--profile",
                              "--results", str(fake_demo(tmp_path))], log=lines.append)
     finally:
         torch.set_num_threads(threads)
@@ -52,3 +52,5 @@ def test_the_floor_is_the_mlps_arithmetic_over_the_matmul_rate_and_the_demo_seco
         assert row["floor_over_measured"] == floor / row["samples_per_s"]
     assert report["demo_train_s"] == {"phase 1": 2.0, "phase 2": 3.5, "online": 0.75}
     assert any("floor" in line for line in lines)
+    # the profile names where a step goes: autograd's backward is among the largest own times
+    assert any("run_backward" in name for name, _ in report["profile"])
