@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from warmstart.components.datasets import DeviceData, load_raw
+from bench_multiseed import mnist1d_on, specs_for  # the same data and condition as the multi-seed benchmark
 from warmstart.components.models import build_model
 from warmstart.components.splits import make_split
-from warmstart.core.spec import DatasetSpec, ModelSpec, OptimizerSpec, RunSpec, StopSpec
+from warmstart.core.spec import ModelSpec
 from warmstart.jobs.train_block import run_training_stacked
 from warmstart.jobs.train_runs import pick_device
 
@@ -51,12 +50,6 @@ def matmul_rate(device: torch.device, size: int = 2048, reps: int = 5) -> float:
         (a @ b).sum().item()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best
-
-
-def specs_for(model: ModelSpec, rows: int, epochs: int) -> list[RunSpec]:
-    """``rows`` seeds of one condition: MNIST-1D, Adam 0.001, batch 128, phase-1 fraction 0.5."""
-    return [RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000}), model, OptimizerSpec("adam", 1e-3), 128,
-                    StopSpec("epochs", max_epochs=epochs), seed, train_fraction=0.5) for seed in range(rows)]
 
 
 def stack_rate(specs, data, reps: int) -> tuple[float, float]:
@@ -119,12 +112,8 @@ def main(argv=None, log=print) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = load_raw("mnist1d", tmp, num_samples=10000)
-    data = DeviceData(raw.x_train.float().to(device), raw.y_train.to(device), raw.x_test.float().to(device),
-                      raw.y_test.to(device), raw.num_classes, raw.input_shape)
-    model = ModelSpec(args.arch, {"hidden": 100, "depth": 3} if args.arch == "mlp" else {})
-    flops = linear_flops_per_sample(build_model(model, raw.input_shape, raw.num_classes))
+    data = mnist1d_on(device)
+    flops = linear_flops_per_sample(build_model(ModelSpec(args.arch), data.input_shape, data.num_classes))
     rate = matmul_rate(device)
     floor = rate / flops
     log(f"bench_floor  torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  "
@@ -132,14 +121,14 @@ def main(argv=None, log=print) -> dict:
     log(f"large fp32 matmul: {rate / 1e9:.1f} GFLOP/s  ->  floor {floor:,.0f} samples/s")
     rows = []
     for rows_per_stack in args.stacks:
-        seconds, per_s = stack_rate(specs_for(model, rows_per_stack, args.epochs), data, args.reps)
+        seconds, per_s = stack_rate(specs_for(args.arch, rows_per_stack, args.epochs), data, args.reps)
         rows.append({"rows": rows_per_stack, "seconds": seconds, "samples_per_s": per_s,
                      "floor_samples_per_s": floor, "floor_over_measured": floor / per_s})
         log(f"stack of {rows_per_stack:3d}: {per_s:12,.0f} samples/s   ({seconds:6.2f} s)   "
             f"floor / measured {floor / per_s:8.1f}x")
     report = {"flops_per_sample": flops, "matmul_flop_per_s": rate, "stacks": rows}
     if args.profile:
-        report["profile"] = profile_stack(specs_for(model, 3, args.epochs), data, log)
+        report["profile"] = profile_stack(specs_for(args.arch, 3, args.epochs), data, log)
     if args.results is not None:
         report["demo_train_s"] = demo_core_seconds(args.results)
         log("demo training core-seconds: " + ", ".join(f"{k} {v:,.0f} s" for k, v in report["demo_train_s"].items())

@@ -29,6 +29,14 @@ def specs_for(arch: str, seeds: int, epochs: int) -> list[RunSpec]:
                     128, StopSpec("epochs", max_epochs=epochs), seed, train_fraction=0.5) for seed in range(seeds)]
 
 
+def mnist1d_on(device: torch.device) -> DeviceData:
+    """MNIST-1D's 10,000 samples (generated offline), as float32 tensors on ``device``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = load_raw("mnist1d", tmp, num_samples=10000)
+    return DeviceData(raw.x_train.float().to(device), raw.y_train.to(device), raw.x_test.float().to(device),
+                      raw.y_test.to(device), raw.num_classes, raw.input_shape)
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -46,10 +54,7 @@ def main(argv=None, log=print) -> list[dict]:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = load_raw("mnist1d", tmp, num_samples=10000)
-    data = DeviceData(raw.x_train.float().to(device), raw.y_train.to(device), raw.x_test.float().to(device),
-                      raw.y_test.to(device), raw.num_classes, raw.input_shape)
+    data = mnist1d_on(device)
     log(f"bench_multiseed  torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  "
         f"MNIST-1D 10,000 samples, phase-1 fraction 0.5, Adam 0.001, batch 128, {args.epochs} epochs")
     rows = []

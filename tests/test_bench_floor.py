@@ -15,6 +15,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_floor.py"
 
 
 def load_bench():
+    if str(BENCH.parent) not in sys.path:  # it imports its sibling bench_multiseed, as when run as a script
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_floor", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
