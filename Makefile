@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
+TEST_WORKERS ?= 2  # make test: pytest-xdist processes (a module's tests stay on one; tests/conftest.py)
 
 .PHONY: venv demo test test-configs mutate dry-run lint status bench bench-gpu clean-demo
 
@@ -25,7 +26,7 @@ demo: venv
 	@echo "config/demo.yaml --report report.html"
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The tests' tiny configs (.test/config/): each linted and dry-run, and one small target built (.test/run_configs.py)
 test-configs: venv

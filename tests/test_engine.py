@@ -229,7 +229,7 @@ def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_co
     bf16 autocast is forced on the CPU here, so the test exercises what CUDA runs by default."""
     from warmstart.core import hardware
     from warmstart.components.datasets import DeviceData, load_raw
-    from warmstart.jobs.train_block import run_training
+    from warmstart.jobs.train_block import run_training_stacked
     from warmstart.core.spec import DatasetSpec, EngineSpec, RunSpec
     from warmstart.components.splits import make_split
 
@@ -238,13 +238,13 @@ def test_bf16_and_fp32_reach_validation_accuracies_within_one_point_on_a_demo_co
     data = DeviceData(raw.x_train.float(), raw.y_train, raw.x_test.float(), raw.y_test, raw.num_classes,
                       raw.input_shape)
     accuracy = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16"):  # the seeds as one stack, as the workflow trains them
+        specs = [RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000, "seed": 42}), ModelSpec("mlp"),
+                         OptimizerSpec("adam", lr=0.001), 128, StopSpec("converged", 0.99, 300), seed,
+                         train_fraction=0.5, engine=EngineSpec(precision=precision)) for seed in (0, 1, 2)]
+        splits = [make_split(len(data.x_train), s.seed) for s in specs]
         runs = []
-        for seed in (0, 1, 2):
-            spec = RunSpec(DatasetSpec("mnist1d", {"num_samples": 10000, "seed": 42}), ModelSpec("mlp"),
-                           OptimizerSpec("adam", lr=0.001), 128, StopSpec("converged", 0.99, 300), seed,
-                           train_fraction=0.5, engine=EngineSpec(precision=precision))
-            _, result, metrics = run_training(spec, data, make_split(len(data.x_train), seed), None, log=None)
+        for _, _, metrics in run_training_stacked(specs, data, splits, [None] * 3, log=None):
             assert metrics["precision"] == precision  # what ran, not only what was asked
             runs.append(metrics["val_acc"])
         accuracy[precision] = sum(runs) / len(runs)

@@ -4,7 +4,9 @@ On a finished tiny study whose experiments share runs (and ask of them probes, k
 kept optimiser state): removing an experiment, a probe, a kept checkpoint or a kept optimiser state
 plans no training job; adding a probe retrains only the runs it measures; a dry run, a lint or a report
 with any config leaves the plan of every other config as it was; the parse inside a cluster job writes
-no plan file; and grouping seeds otherwise gives the same files, bit for bit."""
+no plan file; grouping seeds, stacks and streams otherwise gives the same files, bit for bit; adding an
+arm trains only that arm (a job it joins takes the others' published files as they are), and a forced
+job trains again."""
 from __future__ import annotations
 
 import copy
@@ -13,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -121,36 +124,97 @@ def test_the_parse_inside_a_cluster_job_writes_no_plan_file(study, tmp_path):
     assert not (copy_dir / "results" / "plan").exists()
 
 
-def test_grouping_the_seeds_otherwise_gives_the_same_files_bit_for_bit(study, tmp_path):
+def regrouped_config() -> dict:
+    """The study's Table 1 and leaderboard grouped otherwise: every seed a stack of its own (the study
+    stacks 2), up to 4 stacks and 3 streams per job (the study trains a job per stack and per stream)."""
     config = study_config()
-    config["stack_seeds"] = 1
-    config["experiments"] = {"table1": config["experiments"]["table1"]}
-    snakemake(tmp_path, config)
+    config["stack_seeds"], config["stacks_per_job"], config["streams_per_job"] = 1, 4, 3
+    config["experiments"] = {k: config["experiments"][k] for k in ("table1", "board")}
+    return config
+
+
+@pytest.fixture(scope="module")
+def regrouped(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("regrouped")
+    config = regrouped_config()
+    out = snakemake(workdir, config, "-n").stdout
+    snakemake(workdir, config)
+    return workdir, out
+
+
+def same_weights(a, b) -> bool:
+    wa, wb = (load_torch(d / "model.pt") for d in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_grouping_the_seeds_otherwise_gives_the_same_files_bit_for_bit(study, regrouped):
+    workdir, _ = regrouped
     runs = pd.read_parquet(study / "results" / "table1" / "summary.parquet")["run_name"]
     for name in runs:
-        a, b = study / "results" / "runs" / name, tmp_path / "results" / "runs" / name
+        a, b = study / "results" / "runs" / name, workdir / "results" / "runs" / name
         assert json.loads((a / "metrics.json").read_text())["stacked_seeds"] == 2
         assert json.loads((b / "metrics.json").read_text())["stacked_seeds"] == 1
-        wa, wb = (load_torch(d / "model.pt") for d in (a, b))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert same_weights(a, b)
         ea, eb = (pd.read_parquet(d / "epochs.parquet").drop(columns="epoch_time_s") for d in (a, b))
         pd.testing.assert_frame_equal(ea, eb, check_exact=True)
 
 
-def test_stacks_and_streams_sharing_jobs_give_the_same_files_bit_for_bit(study, tmp_path):
-    """The study trains a job per stack and per stream; here up to 4 stacks and 3 streams share a job."""
-    config = study_config()
-    config["stacks_per_job"], config["streams_per_job"] = 4, 3
-    config["experiments"] = {"board": config["experiments"]["board"]}
-    out = snakemake(tmp_path, config, "-n").stdout
+def test_stacks_and_streams_sharing_jobs_give_the_same_files_bit_for_bit(study, regrouped):
+    workdir, out = regrouped
     assert "rule train_streams:" in out and re.search(r"wildcards: stack=\S+_x\d+_", out), out
-    snakemake(tmp_path, config)
     summary = pd.read_parquet(study / "results" / "board" / "summary.parquet")
     for name in summary["run_name"]:
-        a, b = study / "results" / "runs" / name, tmp_path / "results" / "runs" / name
-        wa, wb = (load_torch(d / "model.pt") for d in (a, b))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert same_weights(study / "results" / "runs" / name, workdir / "results" / "runs" / name)
     rounds = [pd.read_parquet(d / "results" / "board" / "rounds.parquet").drop(
-        columns=["train_time_s", "init_time_s", "cumulative_train_time_s"]) for d in (study, tmp_path)]
+        columns=["train_time_s", "init_time_s", "cumulative_train_time_s"]) for d in (study, workdir)]
     assert len(rounds[0]) > 2
     pd.testing.assert_frame_equal(*rounds, check_exact=True)
+
+
+def trained_and_reused(workdir, since_ns: int) -> tuple[set[str], set[str]]:
+    """The runs and streams the training jobs that ran since ``since_ns`` trained, and those they took
+    from their published files instead (the jobs' logs)."""
+    logs = [*(workdir / "results" / "logs").glob("stacks/*.log"), *(workdir / "results" / "logs").glob("runs/*.log"),
+            *(workdir / "results" / "logs").glob("streams/*.log"), *(workdir / "results" / "streams").glob("*/train.log")]
+    text = "\n".join(log.read_text() for log in logs if log.stat().st_mtime_ns > since_ns)
+    trained = set(re.findall(r"\] done: (\S+) val_acc", text)) | set(re.findall(r"^\[(\S+)\] done: \d+ rounds", text, re.M))
+    reused = set(re.findall(r"reused: (\S+), its files", text)) | set(re.findall(r"^\[(\S+)\] reused: its files", text, re.M))
+    return trained, reused
+
+
+def test_adding_an_arm_to_a_finished_study_trains_only_that_arm(regrouped):
+    """The new arm's stack joins a job of stacks already trained (and its stream one of streams): the job
+    runs again, trains only the new arm's runs and streams, and takes the others' published files as
+    they are."""
+    from test_workflow import SCHEMA
+    from warmstart.plan.config_check import build_plan
+
+    workdir, _ = regrouped
+    config = regrouped_config()
+    edited = copy.deepcopy(config)
+    edited["inits"]["sp"] = {"strategy": "shrink_perturb", "shrink": 0.4, "perturb": 0.1}
+    edited["experiments"]["board"]["remedies"]["sp"] = {}
+    before, after = (build_plan(copy.deepcopy(c), SCHEMA) for c in (config, edited))
+    new = (set(after.runs) - set(before.runs)) | (set(after.streams) - set(before.streams))
+    assert any(r in new for r in after.runs) and any(s in new for s in after.streams)
+    files = {p: p.read_bytes() for p in (workdir / "results").glob("*s/*/*")
+             if p.parent.parent.name in ("runs", "streams") and p.suffix in (".pt", ".parquet")}
+    since = time.time_ns()
+    snakemake(workdir, edited)
+    trained, reused = trained_and_reused(workdir, since)
+    assert trained == new  # the jobs the new arm joined ran again, and trained nothing else
+    assert reused & set(before.runs) and reused & set(before.streams)  # it did join jobs of both kinds
+    assert all(p.read_bytes() == old for p, old in files.items())  # published again as they were
+    board = pd.read_csv(workdir / "figures" / "board.csv")
+    assert "sp" in set(board["remedy"])
+
+
+def test_a_forced_job_trains_its_published_runs_again(regrouped):
+    """--forcerun (after a change of the library's science) re-trains, never reuses."""
+    workdir, _ = regrouped
+    config = regrouped_config()
+    run = next(p.name for p in (workdir / "results" / "runs").iterdir() if "_random_f0p5_" in p.name)  # phase 1
+    since = time.time_ns()
+    snakemake(workdir, config, f"results/runs/{run}/model.pt", "--forcerun", "train_stack")  # targets first
+    trained, reused = trained_and_reused(workdir, since)
+    assert run in trained and not reused

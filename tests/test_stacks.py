@@ -200,6 +200,40 @@ def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_a_job_takes_a_published_run_as_it_is_and_trains_the_rest_of_its_stack(raw, tmp_path):
+    """A run whose files are all published (probes, kept checkpoint and optimiser state included) is
+    linked into the job's directory, not trained; its stack-mate trains alone to its own run's bits."""
+    from warmstart.jobs.train_runs import execute_block
+    from warmstart.plan.plan_files import run_file_names
+
+    data_path = tmp_path / "data.pt"
+    save_torch({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
+                "num_classes": raw.num_classes, "classes": raw.classes, "input_shape": list(raw.input_shape),
+                "name": "mnist1d", "options": dict(DATASET.options)}, data_path)
+    specs = [spec(s, stop=StopSpec("epochs", max_epochs=3), probes=(ProbeSpec("init_distance"),), checkpoints=(2,),
+                  keep_optimizer=True) for s in SEEDS[:2]]
+    split_paths = []
+    for s in specs:
+        split_paths.append(tmp_path / f"split{s.seed}.pt")
+        save_split(make_split(len(raw.x_train), s.seed), split_paths[-1])
+    published, alone, job = tmp_path / "runs", tmp_path / "alone", tmp_path / "job"
+    for k, into in ((0, published), (1, alone)):
+        execute_block([specs[k]], data_path, [split_paths[k]], [into / specs[k].name], resume_dir=tmp_path,
+                      block=f"b{k}", device="cpu", threads=1, log=lambda m: None)
+    first = published / specs[0].name
+    assert sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file()) == sorted(run_file_names(specs[0]))
+
+    logs = []
+    execute_block(specs, data_path, split_paths, [job / s.name for s in specs], resume_dir=tmp_path, block="both",
+                  published_dir=published, device="cpu", threads=1, log=logs.append)
+    assert any(f"reused: {specs[0].name}" in m for m in logs) and any(f"done: {specs[1].name}" in m for m in logs)
+    assert not any(f"done: {specs[0].name}" in m for m in logs)
+    for name in run_file_names(specs[0]):  # the published files themselves, not a second training's
+        assert (job / specs[0].name / name).stat().st_ino == (first / name).stat().st_ino
+    wa, wb = (load_torch(d / specs[1].name / "model.pt") for d in (job, alone))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 # -- planning stacks --------------------------------------------------------------------------------------
 
 def blocks_of(specs, size=3):

@@ -122,14 +122,23 @@ def planned_experiment_content(file_name):
 
 
 def jobs_content():
-    """The jobs file as the current config asks: speed options and each run's requests, per job."""
+    """The jobs file as the current config asks: speed options and each run's requests, per job; and
+    whether this invocation's training jobs may reuse published runs and streams."""
     return jobs_json(
         {
             **{name: block.specs[0].engine for name, block in BLOCKS.items()},
             **{name: spec.round.engine for name, spec in PLAN.streams.items()},
         },
         {name: list(block.specs) for name, block in BLOCKS.items()},
+        reuse_published=not forced_invocation(),
     )
+
+
+def forced_invocation():
+    """Whether this invocation forces jobs to run (--forceall, --forcerun, --force): then every
+    training job trains all its runs, published or not (after a change of the library's science)."""
+    settings = workflow.dag_settings
+    return bool(settings.forceall or settings.forcerun or settings.forcetargets)
 
 
 # What `make status` counts (warmstart.jobs.status): each planned run's or stream's result, log and resume

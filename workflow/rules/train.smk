@@ -3,7 +3,9 @@
 # specs from their planned spec files and leaves each run's files in a sub-directory of its own
 # (temporary) directory; publish_run then links them into results/runs/<run>/ (a shell command: a
 # `run:` block would cost a re-parse of the workflow per run, a script its source loaded per job in
-# every dry run). So every run has one producer whatever trained it, and the rule names are fixed:
+# every dry run). So every run has one producer whatever trained it. A job that runs again for some of
+# its runs takes the others' published files as they are (warmstart.jobs.train_runs.execute_block), unless
+# the invocation forces jobs (the jobs file's reuse_published). The rule names are fixed:
 # --forcerun, --until and a profile's set-resources address train_run, train_stack and train_stream by
 # name.
 

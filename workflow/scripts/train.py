@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import claim_gpu, redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.plan.plan_files import read_run_spec  # noqa: E402
+from warmstart.plan.plan_files import read_run_spec, reuse_published  # noqa: E402
 from warmstart.jobs.train_runs import execute_block  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -26,4 +26,5 @@ execute_block(
     checkpoint_every_s=sm.config["checkpoint_every_s"],
     resume_dir=Path(sm.config["results_dir"]) / "resume",
     block=block,
+    published_dir=Path(sm.config["results_dir"]) / "runs" if reuse_published(sm.input.jobs) else None,
 )

@@ -1,8 +1,10 @@
 """A run's directory: the files a finished run writes (each atomically, the model last), the checkpoints
-it keeps, and the parent files a child run reads."""
+it keeps, the parent files a child run reads, and a finished run's published files taken up again by a
+job that would otherwise train it a second time."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +16,8 @@ from warmstart.core.records import EPOCH_FIELDS
 from warmstart.core.spec import RunSpec
 from warmstart.engine.hooks import Hook
 from warmstart.engine.loop import TrainResult
-from warmstart.plan.plan_files import OPTIMIZER_FILE, RUN_FILES, checkpoint_file, probe_file, run_dict
+from warmstart.plan.plan_files import (OPTIMIZER_FILE, RUN_FILES, checkpoint_file, probe_file, run_dict,
+                                       run_file_names)
 
 SAVERS = {".json": save_json, ".parquet": save_parquet, ".pt": save_torch}  # by suffix, each atomic
 
@@ -85,3 +88,22 @@ def load_parent_file(path, device: torch.device, what: str):
     return load_torch(path, what=what, map_location=device,
                       fix=f"Delete the parent run's directory {run_dir} and run the workflow again: it trains the "
                           "parent again, then this run")
+
+
+def published_run(spec: RunSpec, runs_dir) -> Path | None:
+    """``runs_dir/<run>`` where it holds every file the plan asks of ``spec`` (``run_file_names``), else
+    None. Such a run needs no training: its name is the hash of what determines its numbers, and a run
+    gives the same files whichever job trains it (docs/caching.md, "Same spec, same bits")."""
+    run_dir = Path(runs_dir) / spec.name
+    return run_dir if all((run_dir / name).is_file() for name in run_file_names(spec)) else None
+
+
+def link_files(source: Path, target: Path, names: Sequence[str]) -> None:
+    """Give ``target/<name>`` the content of ``source/<name>`` for each name: a hard link where the file
+    system allows (the same file, its times kept), else a copy with its times."""
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)

@@ -16,6 +16,7 @@ as single runs do, with the same numbers (``train_block``).
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,11 @@ from warmstart.components.datasets import load_prepared
 from warmstart.components.splits import load_split
 from warmstart.core.spec import RunSpec
 from warmstart.engine.checkpoint import Checkpointing
-from warmstart.jobs.run_files import load_parent, load_parent_file, move_checkpoints, write_run
+from warmstart.jobs.run_files import (link_files, load_parent, load_parent_file, move_checkpoints, published_run,
+                                      write_run)
 from warmstart.jobs.train_block import run_block
 from warmstart.plan.job_blocks import block_stacks
+from warmstart.plan.plan_files import run_file_names
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -113,17 +116,37 @@ def job_log(label: str, file=None) -> Callable[[str], None]:
 
 def execute_block(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out_dirs: Sequence,
                   parent_model_paths: Sequence | None = None, parent_optimizer_paths: Sequence | None = None, *,
-                  resume_dir, block: str, **kwargs) -> list[dict]:
+                  resume_dir, block: str, published_dir=None, **kwargs) -> list[dict]:
     """A training job (``experiments.plan_blocks``): its stacks (or its one run), one after the other, each
-    with ``execute_runs`` and a resume file of its own (``<resume_dir>/<block>[.<k>].pt``)."""
+    with ``execute_runs`` and a resume file of its own (``<resume_dir>/<block>[.<k>].pt``).
+
+    With ``published_dir`` (the workflow's ``results/runs``), a run whose files are all published there
+    already (``run_files.published_run``) is not trained again: its files are linked into its output
+    directory and the rest of its stack trains without it, to the same bits (a seed's rows are
+    independent of the others'). A job runs again for runs it shares with others (a new arm's stack
+    joining a job of stacks already trained, one run's files deleted, a probe added to some runs); this
+    trains only those. A forced invocation passes no ``published_dir`` and trains everything."""
     k = len(specs)
     columns = list(zip(specs, split_paths, out_dirs, parent_model_paths or [None] * k,
                        parent_optimizer_paths or [None] * k))
     position = {id(spec): i for i, spec in enumerate(specs)}
     stacks = block_stacks(specs)
+    log = kwargs.get("log") or job_log(block, file=sys.stderr)
     metrics = []
     for n, stack in enumerate(stacks):
-        rows = [columns[position[id(spec)]] for spec in stack]
+        rows = []
+        for spec in stack:
+            row = columns[position[id(spec)]]
+            done = published_run(spec, published_dir) if published_dir is not None else None
+            if done is None:
+                rows.append(row)
+                continue
+            Path(row[2]).mkdir(parents=True, exist_ok=True)
+            link_files(done, Path(row[2]), run_file_names(spec))
+            metrics.append(json.loads((done / "metrics.json").read_text()))
+            log(f"reused: {spec.name}, its files are published in {done} (same spec, same bits)")
+        if not rows:
+            continue
         resume = Path(resume_dir) / (f"{block}.pt" if len(stacks) == 1 else f"{block}.{n}.pt")
         metrics += execute_runs([r[0] for r in rows], data_path, [r[1] for r in rows], [r[2] for r in rows],
                                 [r[3] for r in rows], [r[4] for r in rows], resume_path=resume, **kwargs)

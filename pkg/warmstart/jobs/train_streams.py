@@ -11,10 +11,11 @@ killed stream resumes at the next round and its finished rows are never lost or 
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,10 +33,12 @@ from warmstart.engine.loop import TrainData, TrainResult, fit
 from warmstart.engine.precision import resolve_engine
 from warmstart.engine.trainees import SingleModel
 from warmstart.jobs.provenance import provenance
+from warmstart.jobs.run_files import link_files
 from warmstart.jobs.run_metrics import evaluate_test_split
 from warmstart.jobs.seed_start import SeedStart, build_seeded, start_seed
 from warmstart.jobs.train_block import block_hooks
 from warmstart.jobs.train_runs import job_log, setup_job
+from warmstart.plan.plan_files import STREAM_FILES
 from warmstart.plan.spec_checks import check_names
 
 
@@ -194,3 +197,31 @@ def execute_stream(spec: StreamSpec, data_path, split_path, out_dir, *, device: 
     state_path.unlink(missing_ok=True)
     log(f"done: {len(rows)} rounds in {time.time() - started:.1f}s wall")
     return rows
+
+
+def published_stream(spec: StreamSpec, streams_dir) -> Path | None:
+    """``streams_dir/<stream>`` where it holds the stream's files (``STREAM_FILES``) for this very spec
+    (a stream's name leaves its probes out; its ``spec.json`` holds them), else None."""
+    stream_dir = Path(streams_dir) / spec.name
+    if not all((stream_dir / name).is_file() for name in STREAM_FILES):
+        return None
+    published = json.loads((stream_dir / "spec.json").read_text())
+    published.pop("provenance", None)
+    return stream_dir if published == json.loads(json.dumps(spec.to_dict())) else None
+
+
+def execute_streams(specs: Sequence[StreamSpec], data_path, split_paths: Sequence, out_dir, *, state_dir,
+                    published_dir=None, **kwargs) -> None:
+    """A job of several streams (``job_blocks.plan_stream_blocks``), one after the other, each into
+    ``out_dir/<stream>`` with its resume state in ``state_dir``. With ``published_dir`` (the workflow's
+    ``results/streams``), a stream published there already is linked, not run again (as
+    ``train_runs.execute_block`` does for runs)."""
+    for spec, split_path in zip(specs, split_paths, strict=True):
+        done = published_stream(spec, published_dir) if published_dir is not None else None
+        if done is not None:
+            (Path(out_dir) / spec.name).mkdir(parents=True, exist_ok=True)
+            link_files(done, Path(out_dir) / spec.name, STREAM_FILES)
+            (kwargs.get("log") or job_log(spec.name))(f"reused: its files are published in {done}")
+            continue
+        execute_stream(spec, data_path, split_path, Path(out_dir) / spec.name,
+                       state_path=Path(state_dir) / f"{spec.name}.pt", **kwargs)

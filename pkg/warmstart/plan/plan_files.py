@@ -13,7 +13,8 @@ out of date unless its results would change:
   run's requests (``requests``: the probes to measure, the checkpoints and optimiser state to keep). A
   request that is added makes a new output file (a probe's table, a checkpoint, ``optimizer.pt``) and so
   trains the run again; one that is removed leaves the run as it is (more than asked for satisfies the
-  request);
+  request). It also says whether this invocation lets a training job take a run's published files
+  instead of training it again (``reuse_published``: not when the invocation forces jobs to run);
 * an experiment's plan file (``plan/experiments/<experiment>-<hash>.json``) holds its runs as it plans
   them, with its labels: named by its content, so that a summary follows its experiment's plan and no
   other config's plan ever rewrites it.
@@ -35,11 +36,21 @@ from warmstart.plan import config_labels  # noqa: F401  (the registries a spec's
 # The files of every run's directory, written in this order (the model last: its presence means the rest are there)
 RUN_FILES = ("spec.json", "metrics.json", "epochs.parquet", "model.pt")
 OPTIMIZER_FILE = "optimizer.pt"  # the final optimiser state, when a child run continues it (keep_optimizer)
+# The files of an online stream's directory, in the order written (its rounds last)
+STREAM_FILES = ("spec.json", "rounds.parquet")
 
 
 def checkpoint_file(epoch: int) -> str:
     """The weights after ``epoch``, when a child run starts there (``RunSpec.checkpoints``)."""
     return f"checkpoints/epoch{epoch}.pt"
+
+
+def run_file_names(spec: RunSpec) -> list[str]:
+    """Every file of ``spec``'s run directory as the current plan asks for it: ``RUN_FILES`` with the
+    requested extras (its probes' tables, the kept optimiser state, the kept checkpoints) before the model."""
+    *first, last = RUN_FILES
+    extras = [probe_file(p) for p in spec.probes] + ([OPTIMIZER_FILE] if spec.keep_optimizer else [])
+    return [*first, *extras, *(checkpoint_file(e) for e in spec.checkpoints), last]
 
 
 SPEED_OPTIONS = ("channels_last", "compile")
@@ -96,12 +107,20 @@ def probe_file(probe: ProbeSpec) -> str:
     return f"probes/{probe.name}{'-' + short_hash(probe.options, 8) if probe.options else ''}.parquet"
 
 
-def jobs_json(engines: Mapping[str, EngineSpec], runs: Mapping[str, list[RunSpec]]) -> str:
+def jobs_json(engines: Mapping[str, EngineSpec], runs: Mapping[str, list[RunSpec]],
+              reuse_published: bool = True) -> str:
     """The content of the jobs file: training job name -> its speed options, and the requests of each of
-    its runs (``runs``: job name -> its runs; a stream job has none)."""
-    return json.dumps({job: {"engine": {k: getattr(e, k) for k in SPEED_OPTIONS},
-                             "runs": {s.name: requests(s) for s in runs.get(job, ())}}
-                       for job, e in engines.items()}, sort_keys=True)
+    its runs (``runs``: job name -> its runs; a stream job has none); and whether a job may take a run's
+    or stream's published files instead of training it again (``reuse_published``)."""
+    return json.dumps({"jobs": {job: {"engine": {k: getattr(e, k) for k in SPEED_OPTIONS},
+                                      "runs": {s.name: requests(s) for s in runs.get(job, ())}}
+                                for job, e in engines.items()},
+                       "reuse_published": reuse_published}, sort_keys=True)
+
+
+def reuse_published(jobs_path) -> bool:
+    """Whether the jobs file lets a training job reuse published runs and streams (``jobs_json``)."""
+    return bool(json.loads(Path(jobs_path).read_text())["reuse_published"])
 
 
 def experiment_json(planned) -> str:
@@ -114,7 +133,7 @@ def experiment_file_name(experiment: str, content: str) -> str:
 
 
 def _job_entry(jobs_path, job: str | None) -> dict:
-    return json.loads(Path(jobs_path).read_text())[job] if jobs_path is not None else {}
+    return json.loads(Path(jobs_path).read_text())["jobs"][job] if jobs_path is not None else {}
 
 
 def read_run_spec(spec_path, jobs_path=None, job: str | None = None) -> RunSpec:
