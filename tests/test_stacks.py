@@ -390,3 +390,16 @@ def test_a_stack_told_to_stop_saves_at_once_exits_and_resumes_to_the_same_number
         assert [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r1.history] == \
             [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in r2.history]
         assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_a_jobs_file_of_an_older_release_is_refused_naming_what_to_do(tmp_path):
+    from warmstart.plan.plan_files import read_run_spec, reuse_published, spec_json
+
+    old = tmp_path / "jobs.json"
+    old.write_text(json.dumps({"some_job": {"engine": {}, "runs": {}}}))  # the format before reuse_published
+    with pytest.raises(ValueError, match=r"older release of warmstart: delete it"):
+        reuse_published(old)
+    spec_file = tmp_path / "run.json"
+    spec_file.write_text(spec_json(spec(0)))
+    with pytest.raises(ValueError, match=r"jobs\.json was written by an older release"):
+        read_run_spec(spec_file, old, "some_job")

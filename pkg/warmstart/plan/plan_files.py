@@ -120,7 +120,15 @@ def jobs_json(engines: Mapping[str, EngineSpec], runs: Mapping[str, list[RunSpec
 
 def reuse_published(jobs_path) -> bool:
     """Whether the jobs file lets a training job reuse published runs and streams (``jobs_json``)."""
-    return bool(json.loads(Path(jobs_path).read_text())["reuse_published"])
+    return bool(_jobs_file(jobs_path)["reuse_published"])
+
+
+def _jobs_file(jobs_path) -> dict:
+    content = json.loads(Path(jobs_path).read_text())
+    if "jobs" not in content or "reuse_published" not in content:
+        raise ValueError(f"{jobs_path} was written by an older release of warmstart: delete it, and the next "
+                         "snakemake run writes it again (it holds no results)")
+    return content
 
 
 def experiment_json(planned) -> str:
@@ -133,7 +141,7 @@ def experiment_file_name(experiment: str, content: str) -> str:
 
 
 def _job_entry(jobs_path, job: str | None) -> dict:
-    return json.loads(Path(jobs_path).read_text())["jobs"][job] if jobs_path is not None else {}
+    return _jobs_file(jobs_path)["jobs"][job] if jobs_path is not None else {}
 
 
 def read_run_spec(spec_path, jobs_path=None, job: str | None = None) -> RunSpec:
