@@ -172,16 +172,22 @@ def test_unstackable_models_and_mismatched_inputs_are_refused(data):
 
 # -- files ------------------------------------------------------------------------------------------------
 
-def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path):
+def job_inputs(raw, tmp_path, specs):
+    """What a training job reads, as files: the prepared data set and each run's split."""
     data_path = tmp_path / "data.pt"
     save_torch({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
                 "num_classes": raw.num_classes, "classes": raw.classes, "input_shape": list(raw.input_shape),
                 "name": "mnist1d", "options": dict(DATASET.options)}, data_path)
-    specs = [spec(s, stop=StopSpec("converged", 0.7, 10)) for s in SEEDS[:2]]
     split_paths = []
     for s in specs:
         split_paths.append(tmp_path / f"split{s.seed}.pt")
         save_split(make_split(len(raw.x_train), s.seed), split_paths[-1])
+    return data_path, split_paths
+
+
+def test_each_seed_gets_the_run_directory_its_own_run_would_write(raw, tmp_path):
+    specs = [spec(s, stop=StopSpec("converged", 0.7, 10)) for s in SEEDS[:2]]
+    data_path, split_paths = job_inputs(raw, tmp_path, specs)
     stacked_dirs = [tmp_path / "stacked" / s.name for s in specs]
     execute_runs(specs, data_path, split_paths, stacked_dirs, device="cpu", threads=1,
                  resume_path=tmp_path / "resume.pt", log=lambda m: None)
@@ -206,16 +212,9 @@ def test_a_job_takes_a_published_run_as_it_is_and_trains_the_rest_of_its_stack(r
     from warmstart.jobs.train_runs import execute_block
     from warmstart.plan.plan_files import run_file_names
 
-    data_path = tmp_path / "data.pt"
-    save_torch({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
-                "num_classes": raw.num_classes, "classes": raw.classes, "input_shape": list(raw.input_shape),
-                "name": "mnist1d", "options": dict(DATASET.options)}, data_path)
     specs = [spec(s, stop=StopSpec("epochs", max_epochs=3), probes=(ProbeSpec("init_distance"),), checkpoints=(2,),
                   keep_optimizer=True) for s in SEEDS[:2]]
-    split_paths = []
-    for s in specs:
-        split_paths.append(tmp_path / f"split{s.seed}.pt")
-        save_split(make_split(len(raw.x_train), s.seed), split_paths[-1])
+    data_path, split_paths = job_inputs(raw, tmp_path, specs)
     published, alone, job = tmp_path / "runs", tmp_path / "alone", tmp_path / "job"
     for k, into in ((0, published), (1, alone)):
         execute_block([specs[k]], data_path, [split_paths[k]], [into / specs[k].name], resume_dir=tmp_path,

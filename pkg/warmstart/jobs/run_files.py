@@ -99,8 +99,8 @@ def published_run(spec: RunSpec, runs_dir) -> Path | None:
 
 
 def link_files(source: Path, target: Path, names: Sequence[str]) -> None:
-    """Give ``target/<name>`` the content of ``source/<name>`` for each name: a hard link where the file
-    system allows (the same file, its times kept), else a copy with its times."""
+    """Give ``target/<name>`` the content of ``source/<name>`` for each name (directories made as needed):
+    a hard link where the file system allows (the same file, its times kept), else a copy with its times."""
     for name in names:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         try:

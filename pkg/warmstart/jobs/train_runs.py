@@ -141,7 +141,6 @@ def execute_block(specs: Sequence[RunSpec], data_path, split_paths: Sequence, ou
             if done is None:
                 rows.append(row)
                 continue
-            Path(row[2]).mkdir(parents=True, exist_ok=True)
             link_files(done, Path(row[2]), run_file_names(spec))
             metrics.append(json.loads((done / "metrics.json").read_text()))
             log(f"reused: {spec.name}, its files are published in {done} (same spec, same bits)")

@@ -219,7 +219,6 @@ def execute_streams(specs: Sequence[StreamSpec], data_path, split_paths: Sequenc
     for spec, split_path in zip(specs, split_paths, strict=True):
         done = published_stream(spec, published_dir) if published_dir is not None else None
         if done is not None:
-            (Path(out_dir) / spec.name).mkdir(parents=True, exist_ok=True)
             link_files(done, Path(out_dir) / spec.name, STREAM_FILES)
             (kwargs.get("log") or job_log(spec.name))(f"reused: its files are published in {done}")
             continue
