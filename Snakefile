@@ -25,6 +25,7 @@ if not workflow.config_settings.configfiles:
 sys.path.insert(0, str(Path(workflow.basedir) / "pkg"))  # the library, also where it is not pip-installed
 try:
     from warmstart.core.errors import ConfigError
+    from warmstart.jobs import job_server
     from warmstart.plan.config_check import build_plan
     from warmstart.plan.job_blocks import plan_blocks, plan_stream_blocks
 except ImportError as e:
@@ -68,3 +69,24 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# When jobs are about to run (never in a dry run): the jobs file and status.json are brought up to date
+# (workflow/rules/plan.smk), and on a local run the job server starts, so each rule script forks from one
+# process that imported torch and pandas once instead of importing them itself (config `job_server`).
+onstart:
+    if Path(JOBS_FILE).exists():
+        write_text_if_changed(JOBS_FILE, jobs_content())
+    write_text_if_changed(STATUS_FILE, status_content())
+    if config["job_server"] and not workflow.non_local_exec:
+        job_server.start(f"{RESULTS}/logs/job_server.log")
+    else:
+        job_server.forget_inherited()
+
+
+onsuccess:
+    job_server.stop_all()
+
+
+onerror:
+    job_server.stop_all()

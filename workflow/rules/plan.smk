@@ -67,8 +67,3 @@ rule plan_jobs:
     run:
         write_text_if_changed(output[0], jobs_content())
 
-
-onstart:
-    if Path(JOBS_FILE).exists():
-        write_text_if_changed(JOBS_FILE, jobs_content())
-    write_text_if_changed(STATUS_FILE, status_content())

@@ -1,10 +1,18 @@
-"""Shared by the rule scripts: find the library, and send output to the rule's log file."""
+"""Shared by the rule scripts: find the library, hand the job to the job server where there is one,
+and send output to the rule's log file."""
 import sys
 from pathlib import Path
 
 # The library in pkg/ is used even where it is not pip-installed (a --use-conda environment, a cluster
 # node): the repository is the single source of the code that runs.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pkg"))
+
+from warmstart.jobs.job_server import run_in_job_server  # noqa: E402  (standard library only)
+
+# Every rule script imports this module before torch or pandas: where the workflow started a job server
+# (a local run, config `job_server`), the job's own process hands the job to it here and exits as the
+# job's forked child exits; the child, and a job with no server, go on past this line.
+run_in_job_server()
 
 
 def claim_gpu(snakemake):
