@@ -130,9 +130,11 @@ def start(log_path: str | os.PathLike) -> Server | None:
     socket_path = Path(tempfile.mkdtemp(prefix="warmstart-jobs-")) / "socket"
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
-        # run as a file, not `-m warmstart...`: the server must not import the library (see the module doc)
+        # run as a file, not `-m warmstart...`: the server must not import the library (see the module doc).
+        # In Snakemake's session and process group, as its jobs are: the kernel's scheduler shares the CPU
+        # between sessions (autogroups), so jobs in a session of their own would take more than their share.
         process = subprocess.Popen([sys.executable, __file__, str(socket_path), str(os.getpid())],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.environ[ENV_VAR] = f"{os.getpid()}:{socket_path}"
     _STARTED.append(Server(process, socket_path))
     return _STARTED[-1]
@@ -249,7 +251,9 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     sys.argv, sys.path[:] = request["argv"], request["path"]
     import random
     import runpy
-    random.seed()  # as a fresh process would be
+    random.seed()  # the global generators, seeded afresh as in a new process (torch's has a fixed default)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
     _watch_client(conn)
     runpy.run_path(sys.argv[0], run_name="__main__")
     raise SystemExit(0)
@@ -358,6 +362,8 @@ class _Serving:
 
 def serve(socket_path: str, owner_pid: int, poll_s: float = 0.05) -> None:
     """Listen on ``socket_path`` until ``owner_pid`` (Snakemake) is gone or SIGTERM; fork a child per job."""
+    for sig in (signal.SIGINT, signal.SIGHUP):  # a Ctrl-C reaches the jobs through their clients, and
+        signal.signal(sig, signal.SIG_IGN)      # the server ends when Snakemake does
     serving = _Serving(socket_path)  # listening before the imports: a job that comes early waits for them
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
