@@ -89,7 +89,7 @@ def demo_core_seconds(results: Path) -> dict[str, float]:
     its stack's time), phase 2 where the run has a parent; online: every stream round's training time."""
     seconds = {"phase 1": 0.0, "phase 2": 0.0, "online": 0.0}
     for metrics in results.glob("runs/*/metrics.json"):
-        spec = json.loads((results / "plan" / "runs" / f"{metrics.parent.name}.json").read_text())
+        spec = json.loads((metrics.parent / "spec.json").read_text())
         phase = "phase 2" if spec.get("parent") else "phase 1"
         seconds[phase] += json.loads(metrics.read_text())["train_time_s"]
     import pandas as pd

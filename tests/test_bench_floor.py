@@ -29,8 +29,7 @@ def fake_demo(root: Path) -> Path:
     for name, parent, seconds in (("p1", None, 2.0), ("p2", {"name": "p1"}, 3.5)):
         (root / "runs" / name).mkdir(parents=True)
         (root / "runs" / name / "metrics.json").write_text(json.dumps({"train_time_s": seconds}))
-        (root / "plan" / "runs").mkdir(parents=True, exist_ok=True)
-        (root / "plan" / "runs" / f"{name}.json").write_text(json.dumps({"parent": parent}))
+        (root / "runs" / name / "spec.json").write_text(json.dumps({"parent": parent}))
     (root / "streams" / "s").mkdir(parents=True)
     pd.DataFrame({"train_time_s": [0.25, 0.5]}).to_parquet(root / "streams" / "s" / "rounds.parquet")
     return root

@@ -44,7 +44,7 @@ def test_a_temporary_name_left_by_a_crashed_writer_is_not_reused(tmp_path):
 
 
 def test_a_plan_file_is_rewritten_only_when_its_content_changes(tmp_path):
-    path = tmp_path / "plan" / "runs" / "r.json"
+    path = tmp_path / "plan" / "streams" / "s.json"
     assert write_text_if_changed(path, "a")
     before = path.stat().st_mtime_ns
     assert not write_text_if_changed(path, "a") and path.stat().st_mtime_ns == before

@@ -392,13 +392,29 @@ def test_a_stack_told_to_stop_saves_at_once_exits_and_resumes_to_the_same_number
 
 
 def test_a_jobs_file_of_an_older_release_is_refused_naming_what_to_do(tmp_path):
-    from warmstart.plan.plan_files import read_run_spec, reuse_published, spec_json
+    from warmstart.plan.plan_files import read_job_runs, reuse_published
 
-    old = tmp_path / "jobs.json"
-    old.write_text(json.dumps({"some_job": {"engine": {}, "runs": {}}}))  # the format before reuse_published
-    with pytest.raises(ValueError, match=r"older release of warmstart: delete it"):
-        reuse_published(old)
-    spec_file = tmp_path / "run.json"
-    spec_file.write_text(spec_json(spec(0)))
-    with pytest.raises(ValueError, match=r"jobs\.json was written by an older release"):
-        read_run_spec(spec_file, old, "some_job")
+    formats = {"before reuse_published": {"some_job": {"engine": {}, "runs": {}}},
+               "before the runs' specs": {"jobs": {"some_job": {"engine": {}, "runs": {}}}, "reuse_published": True}}
+    for content in formats.values():
+        old = tmp_path / "jobs.json"
+        old.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=r"older release of warmstart: delete it"):
+            reuse_published(old)
+        with pytest.raises(ValueError, match=r"jobs\.json was written by an older release"):
+            read_job_runs(old, "some_job")
+
+
+def test_a_job_reads_its_runs_in_its_order_with_their_requests_from_the_jobs_file(tmp_path):
+    from warmstart.plan.plan_files import jobs_json, read_job_runs, run_dict
+
+    runs = [spec(2).replace(probes=(ProbeSpec("grad_norm"),), checkpoints=(1,)), spec(0), spec(1)]
+    engine = EngineSpec(channels_last=False)
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(jobs_json({"block": engine}, {"block": runs}))
+    read = read_job_runs(jobs, "block", expected=3)
+    assert [r.name for r in read] == [r.name for r in runs]  # the job's order, not sorted
+    assert read[0].probes == runs[0].probes and read[0].checkpoints == (1,) and not read[1].probes
+    assert [run_dict(r) for r in read] == [run_dict(r) for r in runs] and read[0].engine.channels_last is False
+    with pytest.raises(ValueError, match=r"plans 3 runs for job block, its inputs 2"):
+        read_job_runs(jobs, "block", expected=2)

@@ -122,8 +122,8 @@ def planned_experiment_content(file_name):
 
 
 def jobs_content():
-    """The jobs file as the current config asks: speed options and each run's requests, per job; and
-    whether this invocation's training jobs may reuse published runs and streams."""
+    """The jobs file as the current config asks: per job its speed options and its runs (each run's
+    numbers and requests); and whether this invocation's training jobs may reuse published runs and streams."""
     return jobs_json(
         {
             **{name: block.specs[0].engine for name, block in BLOCKS.items()},
@@ -218,10 +218,10 @@ def parent_inputs(spec, suffix=""):
 
 
 def block_inputs(block):
-    """Named inputs of a training job: the data, then per run its planned spec, split and parent."""
+    """Named inputs of a training job: the data and the jobs file (its runs' specs), then per run its
+    split and parent."""
     inputs = {"data": data_path(block.specs[0]), "jobs": ancient(JOBS_FILE)}
     for i, spec in enumerate(block.specs):
-        inputs[f"spec{i}"] = ancient(plan_path("runs", spec.name))
         inputs[f"split{i}"] = split_path(spec)
         inputs.update(parent_inputs(planned("runs", spec.name), suffix=str(i)))
     return inputs

@@ -1,27 +1,13 @@
 # The plan as files (warmstart.plan.plan_files says which file holds what), written by the jobs below and never
 # by parsing the workflow, so that a dry run, --lint or --report writes nothing. None of these jobs can make
 # a finished run look out of date: a plan job runs only where its file is missing (or, for a stream, where
-# its planned content changed), a run's spec file is a function of the run's name and an `ancient` input of
-# its training job, an experiment's plan file is named by its content, and the jobs file is `ancient` too.
+# its planned content changed), an experiment's plan file is named by its content, and the jobs file (which
+# holds each training job's runs) is an `ancient` input.
 #
-# plan_run, plan_stream and plan_experiment write their content (params) through a template that is just
-# that content: such a job runs inside Snakemake's own process, in milliseconds (the paper's config plans
-# about two thousand runs), and no log shows the content as a shell command.
+# plan_stream and plan_experiment write their content (params) through a template that is just that
+# content: such a job runs inside Snakemake's own process, in milliseconds, and no log shows the content as
+# a shell command.
 PLAN_TEMPLATE = ancient(workflow.source_path("../templates/plan_file.json.j2"))
-
-
-rule plan_run:
-    input:
-        PLAN_TEMPLATE,
-    output:
-        plan_path("runs", "{run}"),
-    log:
-        f"{RESULTS}/logs/plan/runs/{{run}}.log",
-    params:
-        content=lambda wc: spec_json(planned("runs", wc.run)),
-    localrule: True
-    template_engine:
-        "jinja2"
 
 
 # A stream's spec holds its probes, which its name does not: changing them changes the content, a change
@@ -54,8 +40,8 @@ rule plan_experiment:
         "jinja2"
 
 
-# The jobs file says what the current config asks of each training job beyond its runs' numbers. This job
-# creates it where it is missing; `onstart` brings it up to date, only when jobs are about to run, so that
+# The jobs file says what the current config asks of each training job: its runs (their numbers, and what
+# to measure and keep beyond them) and its speed options. This job creates it where it is missing; `onstart` brings it up to date, only when jobs are about to run, so that
 # no dry run of another config rewrites it. No params: a changed request must not re-run this job, whose
 # run would hold back every training job downstream of it until the next invocation.
 rule plan_jobs:

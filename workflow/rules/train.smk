@@ -1,6 +1,6 @@
 # Training. A job trains one block (BLOCKS in the Snakefile): a single run (train_run), or the seeds of
 # one stackable condition that fall in one block of `stack_seeds` seeds (train_stack). It reads its runs'
-# specs from their planned spec files and leaves each run's files in a sub-directory of its own
+# specs from the jobs file and leaves each run's files in a sub-directory of its own
 # (temporary) directory; publish_run then links them into results/runs/<run>/ (a shell command: a
 # `run:` block would cost a re-parse of the workflow per run, a script its source loaded per job in
 # every dry run). So every run has one producer whatever trained it. A job that runs again for some of

@@ -4,16 +4,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _log import claim_gpu, redirect_to_log  # noqa: E402  (also puts pkg/ on the path)
 
-from warmstart.plan.plan_files import read_run_spec, reuse_published  # noqa: E402
+from warmstart.plan.plan_files import read_job_runs, reuse_published  # noqa: E402
 from warmstart.jobs.train_runs import execute_block  # noqa: E402
 
 sm = snakemake  # noqa: F821
 redirect_to_log(sm)
 slot = claim_gpu(sm)  # held until the job ends
-n = sum(1 for key in sm.input.keys() if key.startswith("spec"))  # the block's runs: spec0, spec1, ...
 out = Path(sm.output[0])
 block = out.name
-specs = [read_run_spec(sm.input[f"spec{i}"], sm.input.jobs, block) for i in range(n)]
+n = sum(1 for key in sm.input.keys() if key.startswith("split"))  # the block's runs: split0, split1, ...
+specs = read_job_runs(sm.input.jobs, block, expected=n)  # in that order
 execute_block(
     specs,
     data_path=sm.input.data,

@@ -2,19 +2,22 @@
 (workflow/rules/common.smk), and the files a run writes (``RUN_FILES``, ``probe_file``, ...), named here
 once for the workflow's rules and the job that writes them (``warmstart.jobs``).
 
-The planned files are of three kinds, each chosen so that no edit of the config (and no dry run) can make a finished run look
-out of date unless its results would change:
+The planned files are of three kinds, each chosen so that no edit of the config (and no dry run) can make a
+finished run look out of date unless its results would change:
 
-* a run's spec file (``plan/runs/<run>.json``) holds what determines its numbers, and only that
-  (``run_dict``): its content is a function of the run's name (the hash of its identity), so it is
-  never rewritten with other content, and jobs read it as an ``ancient`` input;
-* the jobs file (``plan/jobs.json``, ``ancient``) holds, per training job, what the current config asks
-  of it that does not change its numbers: the speed options (``channels_last``, ``compile``) and each
+* the jobs file (``plan/jobs.json``, an ``ancient`` input of every training job, rewritten for the current
+  config before any job runs) holds, per training job, its runs in the job's order, each with what
+  determines its numbers, and only that (``run_dict``: a function of the run's name, the hash of its
+  identity, so whichever config writes the file a run's entry is the same), and what the current config
+  asks of it that does not change its numbers: the speed options (``channels_last``, ``compile``) and the
   run's requests (``requests``: the probes to measure, the checkpoints and optimiser state to keep). A
   request that is added makes a new output file (a probe's table, a checkpoint, ``optimizer.pt``) and so
   trains the run again; one that is removed leaves the run as it is (more than asked for satisfies the
   request). It also says whether this invocation lets a training job take a run's published files
-  instead of training it again (``reuse_published``: not when the invocation forces jobs to run);
+  instead of training it again (``reuse_published``: not when the invocation forces jobs to run). One
+  file rather than one per run: a file per run was a Snakemake job per run, about a quarter of the
+  paper config's jobs (and of its dry run's time);
+* a stream's spec file (``plan/streams/<stream>.json``), below;
 * an experiment's plan file (``plan/experiments/<experiment>-<hash>.json``) holds its runs as it plans
   them, with its labels: named by its content, so that a summary follows its experiment's plan and no
   other config's plan ever rewrites it.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -92,7 +96,7 @@ def run_dict(spec: RunSpec) -> dict:
 
 
 def spec_json(spec: RunSpec | StreamSpec) -> str:
-    """The content of a planned spec file (``plan/runs/`` or ``plan/streams/``)."""
+    """The content of a stream's planned spec file (``plan/streams/``), or of a run's entry in the jobs file."""
     return json.dumps(run_dict(spec) if isinstance(spec, RunSpec) else planned_dict(spec), sort_keys=True)
 
 
@@ -107,13 +111,18 @@ def probe_file(probe: ProbeSpec) -> str:
     return f"probes/{probe.name}{'-' + short_hash(probe.options, 8) if probe.options else ''}.parquet"
 
 
+JOBS_FORMAT = 2  # the jobs file's layout; a job refuses a file of another (``_jobs_file``)
+
+
 def jobs_json(engines: Mapping[str, EngineSpec], runs: Mapping[str, list[RunSpec]],
               reuse_published: bool = True) -> str:
-    """The content of the jobs file: training job name -> its speed options, and the requests of each of
-    its runs (``runs``: job name -> its runs; a stream job has none); and whether a job may take a run's
-    or stream's published files instead of training it again (``reuse_published``)."""
-    return json.dumps({"jobs": {job: {"engine": {k: getattr(e, k) for k in SPEED_OPTIONS},
-                                      "runs": {s.name: requests(s) for s in runs.get(job, ())}}
+    """The content of the jobs file: training job name -> its speed options and its runs (``runs``: job
+    name -> its runs in the job's order; a stream job has none), each as its spec file's content and its
+    requests; and whether a job may take a run's or stream's published files instead of training it again
+    (``reuse_published``)."""
+    return json.dumps({"format": JOBS_FORMAT,
+                       "jobs": {job: {"engine": {k: getattr(e, k) for k in SPEED_OPTIONS},
+                                      "runs": [{"spec": run_dict(s), **requests(s)} for s in runs.get(job, ())]}
                                 for job, e in engines.items()},
                        "reuse_published": reuse_published}, sort_keys=True)
 
@@ -123,9 +132,17 @@ def reuse_published(jobs_path) -> bool:
     return bool(_jobs_file(jobs_path)["reuse_published"])
 
 
+_LAST_READ: dict = {}  # the jobs file last parsed, by path and (mtime, size): a job reads it twice
+
+
 def _jobs_file(jobs_path) -> dict:
-    content = json.loads(Path(jobs_path).read_text())
-    if "jobs" not in content or "reuse_published" not in content:
+    stat = os.stat(jobs_path)
+    key = (str(jobs_path), stat.st_mtime_ns, stat.st_size)
+    if key not in _LAST_READ:
+        _LAST_READ.clear()
+        _LAST_READ[key] = json.loads(Path(jobs_path).read_text())
+    content = _LAST_READ[key]
+    if content.get("format") != JOBS_FORMAT:
         raise ValueError(f"{jobs_path} was written by an older release of warmstart: delete it, and the next "
                          "snakemake run writes it again (it holds no results)")
     return content
@@ -144,17 +161,26 @@ def _job_entry(jobs_path, job: str | None) -> dict:
     return _jobs_file(jobs_path)["jobs"][job] if jobs_path is not None else {}
 
 
-def read_run_spec(spec_path, jobs_path=None, job: str | None = None) -> RunSpec:
-    """A planned run: its spec file, with the speed options of its training job ``job`` and the run's
-    requests from the jobs file."""
-    spec = RunSpec.from_dict(json.loads(Path(spec_path).read_text()))
+def read_run_spec(spec_path) -> RunSpec:
+    """A run from a file of ``spec_json``'s content (a benchmark writes such files for its own jobs)."""
+    return RunSpec.from_dict(json.loads(Path(spec_path).read_text()))
+
+
+def read_job_runs(jobs_path, job: str, expected: int | None = None) -> list[RunSpec]:
+    """The runs of training job ``job`` in its order, from the jobs file: each run's spec with the job's
+    speed options and the run's requests. ``expected``: how many runs the job's inputs are for."""
     entry = _job_entry(jobs_path, job)
-    if not entry:
-        return spec
-    wanted = entry["runs"][spec.name]
-    engine = EngineSpec(**{**dataclasses.asdict(spec.engine), **entry["engine"]})
-    return spec.replace(engine=engine, probes=tuple(wanted["probes"]), checkpoints=tuple(wanted["checkpoints"]),
-                        keep_optimizer=wanted["keep_optimizer"])
+    if expected is not None and len(entry["runs"]) != expected:
+        raise ValueError(f"{jobs_path} plans {len(entry['runs'])} runs for job {job}, its inputs {expected}: "
+                         "the file is not the current config's (written without Snakemake's onstart?); delete "
+                         "it, and the next snakemake run writes it again")
+    runs = []
+    for wanted in entry["runs"]:
+        spec = RunSpec.from_dict(wanted["spec"])
+        engine = EngineSpec(**{**dataclasses.asdict(spec.engine), **entry["engine"]})
+        runs.append(spec.replace(engine=engine, probes=tuple(wanted["probes"]),
+                                 checkpoints=tuple(wanted["checkpoints"]), keep_optimizer=wanted["keep_optimizer"]))
+    return runs
 
 
 def read_stream_spec(spec_path, jobs_path=None, job: str | None = None) -> StreamSpec:
