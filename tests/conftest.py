@@ -19,7 +19,7 @@ def one_thread():
 # first); starting them first lets both workers finish together instead of one waiting on a late long
 # module. Order only: every module runs whichever way it is scheduled.
 SLOWEST_FIRST = ("test_workflow", "test_user_data", "test_plan_edits", "test_walkthrough", "test_slurm",
-                 "test_leaderboard_workflow", "test_gpu_slots", "test_config_options", "test_engine",
+                 "test_leaderboard_workflow", "test_gpu_slots", "test_job_server", "test_config_options", "test_engine",
                  "test_report_figures")
 
 
