@@ -41,8 +41,9 @@ rule plan_experiment:
 
 
 # The jobs file says what the current config asks of each training job: its runs (their numbers, and what
-# to measure and keep beyond them) and its speed options. This job creates it where it is missing; `onstart` brings it up to date, only when jobs are about to run, so that
-# no dry run of another config rewrites it. No params: a changed request must not re-run this job, whose
+# to measure and keep beyond them) and its speed options. This job creates it where it is missing;
+# `onstart` (Snakefile) brings it up to date, only when jobs are about to run, so that no dry run of
+# another config rewrites it. No params: a changed request must not re-run this job, whose
 # run would hold back every training job downstream of it until the next invocation.
 rule plan_jobs:
     output:

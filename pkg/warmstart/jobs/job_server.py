@@ -106,11 +106,16 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.socket_path.unlink(missing_ok=True)
-        try:
-            self.socket_path.parent.rmdir()
-        except OSError:
-            pass
+        _remove_socket(self.socket_path)
+
+
+def _remove_socket(socket_path: Path) -> None:
+    """The socket and the temporary directory ``start`` made for it."""
+    socket_path.unlink(missing_ok=True)
+    try:
+        socket_path.parent.rmdir()
+    except OSError:
+        pass
 
 
 def forget_inherited() -> None:
@@ -348,11 +353,7 @@ class _Serving:
 
     def close(self) -> None:
         self.listener.close()
-        Path(self.socket_path).unlink(missing_ok=True)
-        try:
-            Path(self.socket_path).parent.rmdir()  # start's temporary directory, when Snakemake ended without stop()
-        except OSError:
-            pass
+        _remove_socket(Path(self.socket_path))  # when Snakemake ended without stop()
         for pid in self.children:  # Snakemake is gone, and so are the clients: end their jobs as it would
             try:
                 os.kill(pid, signal.SIGTERM)

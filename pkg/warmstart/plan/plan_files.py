@@ -96,7 +96,8 @@ def run_dict(spec: RunSpec) -> dict:
 
 
 def spec_json(spec: RunSpec | StreamSpec) -> str:
-    """The content of a stream's planned spec file (``plan/streams/``), or of a run's entry in the jobs file."""
+    """The content of a stream's planned spec file (``plan/streams/``), or of a run's spec file for
+    ``read_run_spec`` (a run's entry in the jobs file is its ``run_dict``)."""
     return json.dumps(run_dict(spec) if isinstance(spec, RunSpec) else planned_dict(spec), sort_keys=True)
 
 
@@ -132,7 +133,7 @@ def reuse_published(jobs_path) -> bool:
     return bool(_jobs_file(jobs_path)["reuse_published"])
 
 
-_LAST_READ: dict = {}  # the jobs file last parsed, by path and (mtime, size): a job reads it twice
+_LAST_READ: dict = {}  # the jobs file last parsed, by path and (mtime, size): a job reads it per stream and for reuse
 
 
 def _jobs_file(jobs_path) -> dict:
