@@ -39,8 +39,9 @@ except ImportError as e:
 SCHEMA = workflow.source_path("workflow/schemas/config.schema.yaml")
 try:
     PLAN = build_plan(config, SCHEMA)
-    # Training jobs: the seeds of a stackable condition in fixed blocks, every other run alone. A pure
-    # function of the config, so job names are the same before, during and after training.
+    # Training jobs: stacks of the runs that differ only in seed (in fixed blocks), init strategy and
+    # parent (warmstart.plan.job_blocks.stack_key), every other run alone. A pure function of the
+    # config, so job names are the same before, during and after training.
     BLOCKS = plan_blocks(PLAN, config["stack_seeds"], config["stacks_per_job"])
     STREAM_BLOCKS = plan_stream_blocks(PLAN, config["streams_per_job"])
 except ConfigError as e:

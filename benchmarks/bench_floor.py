@@ -1,13 +1,14 @@
 """How close the demo's MLP trains to what this machine can compute: samples per second of one run alone,
-a stack of 3 seeds and a stack of 45, against the floor (FLOPs per sample / the machine's measured
+a stack of 3 seeds and a wide stack of 45 rows, against the floor (FLOPs per sample / the machine's measured
 large-matmul rate); with ``--results``, a finished demo's training core-seconds per phase.
 
 The floor counts the linear layers' multiply-adds only (forward 2 x in x out per sample, backward twice
 that): the arithmetic a step cannot avoid. The rate is that of a large fp32 matrix product on the same
 threads, the best these cores reach. Each stack trains the same condition (``--arch``, Adam 0.001, batch
 128, MNIST-1D 10,000 samples, phase-1 fraction 0.5) for ``--epochs`` epochs; the repetitions alternate and
-the median is reported. Rows that differ in init, learning rate or loss term (a "wide" stack of the
-leaderboard's arms) cannot share a stack yet; 45 seeds of one condition stand for its size.
+the median is reported. A wide stack's rows may differ in init strategy and parent (the leaderboard's
+init arms side by side), which decide only where each row starts: a step of 45 rows costs the same
+whatever they start from, so 45 seeds of one condition measure it.
 
     python benchmarks/bench_floor.py                                  # CPU, 1 thread (a workflow CPU job)
     python benchmarks/bench_floor.py --device cuda

@@ -68,6 +68,9 @@ class Strategy:
     choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
     # which of its parent's optional files (e.g. "optimizer", its final optimiser state) it needs, by options
     parent_files: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
+    # which parameters the run then trains, by options: "all", or the part it trains ("head"); runs that
+    # train different parts never share a stack (a stack's leaves are trainable for every row or none)
+    trains: Callable[[Mapping[str, Any]], str] = lambda options: "all"
 
     def check(self, options: Mapping[str, Any], key: str) -> None:
         check_options(self.apply, options, key, choices=self.choices)
@@ -79,12 +82,13 @@ STRATEGIES: Registry[Strategy] = Registry("init strategy")
 def register_strategy(name: str, needs_parent: bool, stackable: Callable[[Mapping[str, Any]], bool] | None = None,
                       choices: Mapping[str, tuple] | None = None,
                       parent_files: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None,
-                      revision: int = 1):
+                      trains: str = "all", revision: int = 1):
     """Register ``fn(ctx: InitContext, **options) -> nn.Module`` as the init strategy ``name``
-    (``revision``: ``Registry.add``)."""
+    (``trains``: the part of the model the run trains, when not all of it; ``revision``: ``Registry.add``)."""
     def decorate(fn):
         STRATEGIES.add(name, Strategy(name, fn, needs_parent, stackable or (lambda options: True),
-                                      dict(choices or {}), parent_files or (lambda options: ())), revision)
+                                      dict(choices or {}), parent_files or (lambda options: ()),
+                                      lambda options: trains), revision)
         return fn
     return decorate
 
@@ -187,7 +191,7 @@ def freeze_all_but_head(model: nn.Module) -> list[str]:
     return head
 
 
-@register_strategy("last_layer", needs_parent=True)
+@register_strategy("last_layer", needs_parent=True, trains="head")
 def last_layer(ctx: InitContext) -> nn.Module:
     """LL (the paper's Table 4): the parent's weights, with every parameter but the last layer's frozen,
     so the run trains only the last layer."""

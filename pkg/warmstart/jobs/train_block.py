@@ -1,10 +1,13 @@
-"""Train a block of runs on already-loaded data: one run, or the seeds of one condition as a stack.
+"""Train a block of runs on already-loaded data: one run, or a stack of runs that differ only in their
+seed, init strategy and parent (``job_blocks.stack_key``: each row's start is its own, its training the
+same code for every row).
 
-Which engine trains a run is decided by what changes its numbers (``checks.stackable``: model, optimiser,
-init strategy, terms), never by how many seeds share the job: a stackable run trains on the stacked engine,
-alone as a stack of one. A seed's rows of the batched kernels and of the optimiser's update are computed
-independently of the other rows, so its weights are bitwise the same alone or beside any other seeds
-(tests/test_same_bits.py), and each run of a stack writes the same files as it would alone.
+Which engine trains a run is decided by what changes its numbers (``job_blocks.stackable``: model,
+optimiser, init strategy, terms), never by how many runs share the job: a stackable run trains on the
+stacked engine, alone as a stack of one. A row of the batched kernels and of the optimiser's update is
+computed independently of the other rows, so a run's weights are bitwise the same alone or beside any
+other rows (tests/test_same_bits.py, tests/test_stacks.py), and each run of a stack writes the same files
+as it would alone.
 """
 from __future__ import annotations
 
@@ -29,13 +32,14 @@ from warmstart.engine.trainees import SingleModel, StackedModels, stack_state
 from warmstart.jobs.run_files import CheckpointSaver
 from warmstart.jobs.run_metrics import evaluate_test_split, run_metrics
 from warmstart.jobs.seed_start import SeedStart, start_seed
-from warmstart.plan.job_blocks import stackable
+from warmstart.plan.job_blocks import PER_ROW_FIELDS, stack_key, stackable
 from warmstart.plan.spec_checks import check_names
 
 
 def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers) -> list[Hook]:
-    """The hooks of a block of runs (one condition): its terms, probes, interventions and anchors, stacked
-    over its seeds, and the ``savers`` options of ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
+    """The hooks of a stack (rows of one ``stack_key``, so one list of terms, probes and interventions):
+    its terms, probes, interventions and anchors, stacked over its rows, and the ``savers`` options of
+    ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
     spec = specs[0]
     terms = [BoundTerm(TERMS[t.name], dict(t.options), stack_state([s.term_states[k] for s in starts]))
              for k, t in enumerate(spec.terms)]
@@ -48,8 +52,8 @@ def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers)
 
 
 def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split]) -> TrainData:
-    """Each seed's training and validation indices (and, with a parent on the same data, the ``old`` and
-    ``new`` parts of its training set) as rows."""
+    """Each row's training and validation indices (and, for probes of a run whose parent trained on the same
+    data, the ``old`` and ``new`` parts of its training set) as rows."""
     device = data.x_train.device
     train_idx = [split.train_indices(spec.train_fraction) for spec, split in zip(specs, splits)]
     val_idx = [split.validation for split in splits]
@@ -57,31 +61,34 @@ def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Spli
         raise ValueError(f"stacked seeds need equal set sizes; n_train {[len(t) for t in train_idx]}, "
                          f"n_val {[len(v) for v in val_idx]}")
     td = TrainData(data.x_train, data.y_train, torch.stack(train_idx).to(device), torch.stack(val_idx).to(device))
-    parent = specs[0].parent
-    if parent is not None and parent.dataset == specs[0].dataset:
+    parent = specs[0].parent  # with probes, every row's parent saw the same part (``stack_key``)
+    if specs[0].probes and parent is not None and parent.dataset == specs[0].dataset:
         n_old = len(splits[0].train_indices(parent.train_fraction))
         td.subsets = {"old": td.train_idx[:, :n_old], "new": td.train_idx[:, n_old:]}
     return td
 
 
 def check_stackable(specs: Sequence[RunSpec]) -> None:
-    """Raise ValueError unless ``specs`` are one condition of the stacked engine at distinct seeds."""
+    """Raise ValueError unless ``specs`` are distinct runs of the stacked engine that may share a stack:
+    they differ only in what a row's start decides (``job_blocks.PER_ROW_FIELDS``: seed, init strategy,
+    parent), so that training reads them all the same way (one ``stack_key``)."""
     if not specs:
         raise ValueError("stacked training needs at least one spec")
     first = specs[0]
     if not stackable(first):
         raise ValueError(f"{first.name}: cannot be stacked (model {first.model.arch!r}, optimiser "
                          f"{first.optimizer.name!r}, init strategy, terms or interventions)")
-    reference = first.seedless()
+    key = stack_key(first)
     for spec in specs[1:]:
-        other = spec.seedless()
-        if other != reference or spec.engine != first.engine or spec.probes != first.probes:
-            diff = sorted(k for k in set(reference) | set(other) if other.get(k) != reference.get(k))
-            raise ValueError(f"stacked specs must differ only in their seed: {spec.name} differs from "
-                             f"{first.name} in {diff or ['engine or probes']}")
-    seeds = [s.seed for s in specs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"stacked specs must have distinct seeds, got {seeds}")
+        if stack_key(spec) != key:
+            reference, other = first.canonical(), spec.canonical()
+            diff = sorted(k for k in set(reference) | set(other)
+                          if k not in PER_ROW_FIELDS and other.get(k) != reference.get(k))
+            raise ValueError(f"stacked specs may differ only in {', '.join(PER_ROW_FIELDS)}: {spec.name} "
+                             f"differs from {first.name} in {diff or ['engine, probes or generation']}")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stacked specs must be distinct runs, got {names}")
 
 
 def check_block(specs: Sequence[RunSpec], splits: Sequence[Split], parent_states: Sequence[dict | None]) -> bool:
@@ -99,14 +106,29 @@ def check_block(specs: Sequence[RunSpec], splits: Sequence[Split], parent_states
 
 
 def block_trainee(specs: Sequence[RunSpec], starts: Sequence[SeedStart], on_stack: bool, method: str, device):
-    """The trainee of a block (its seeds' models, stacked or alone) and the engine it trains on."""
+    """The trainee of a block (its rows' models, stacked or alone) and the engine it trains on."""
     resolved = resolve_engine(specs[0].engine, device, starts[0].model)
     if not on_stack:
         return SingleModel(starts[0].model, resolved), resolved
+    check_row_starts(specs, starts)
     # the stacked engine runs its own batched forward: nothing to compile (it never paid for the small
     # models that stack, benchmarks/README.md), and metrics.json records that it did not
     resolved = dataclasses.replace(resolved, compile=False)
     return StackedModels([s.model for s in starts], method), resolved
+
+
+def check_row_starts(specs: Sequence[RunSpec], starts: Sequence[SeedStart]) -> None:
+    """Raise unless every row starts with the same parameters (names, shapes) trainable alike: a stack's
+    leaves are shared by its rows. An init strategy that trains only part of the model must say so when
+    registered (``trains``), which keeps its runs in stacks of their own (``job_blocks.stack_key``)."""
+    def layout(model):
+        return [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()]
+    reference = layout(starts[0].model)
+    for spec, start in zip(specs[1:], starts[1:]):
+        if layout(start.model) != reference:
+            raise ValueError(f"{spec.name} (init strategy {spec.init.strategy!r}) starts with other parameters, "
+                             f"or other trainable ones, than {specs[0].name} ({specs[0].init.strategy!r}) in "
+                             "its stack: register the strategy with the part it trains (trains=...)")
 
 
 def checkpoint_savers(specs: Sequence[RunSpec], starts: Sequence[SeedStart], checkpoint_dir: Path | None) -> list[Hook]:
@@ -124,7 +146,7 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
               checkpointing: Checkpointing | None = None, checkpoint_dir: Path | None = None,
               on_epoch: Callable[[int, dict], None] | None = None,
               log: Callable[[str], None] | None = print) -> list[tuple[nn.Module, TrainResult, dict]]:
-    """Train ``specs`` (one run, or the seeds of one condition as a stack: module docstring).
+    """Train ``specs`` (one run, or the rows of one stack: module docstring).
     ``splits[i]`` and ``parent_states[i]`` belong to ``specs[i]``. Returns, per spec and in order,
     (final model, TrainResult, metrics). A run that lists ``checkpoints`` keeps them in
     ``checkpoint_dir/<run name>/``."""
@@ -137,7 +159,7 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
     trainee, resolved = block_trainee(specs, starts, on_stack, method, device)
     td = train_data(specs, data, splits)
     hooks = block_hooks(specs, starts, export_at=set().union(*(spec.checkpoints for spec in specs)),
-                        keep_optimizer=spec0.keep_optimizer)
+                        keep_optimizer=any(spec.keep_optimizer for spec in specs))
     results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
                   stop=spec0.stop, resolved=resolved, checkpointing=checkpointing, log=log,
                   hooks=hooks + checkpoint_savers(specs, starts, checkpoint_dir), on_epoch=on_epoch,
@@ -156,6 +178,6 @@ def run_training(spec: RunSpec, data: DeviceData, split: Split, parent_state: di
 
 def run_training_stacked(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split],
                          parent_states: Sequence[dict | None], **kwargs) -> list[tuple[nn.Module, TrainResult, dict]]:
-    """Train the seeds of one condition together as a stack; per spec, what ``run_training`` returns."""
+    """Train ``specs`` together as one stack (``check_stackable``); per spec, what ``run_training`` returns."""
     check_stackable(specs)
     return run_block(specs, data, splits, parent_states, **kwargs)

@@ -1,7 +1,8 @@
-"""Grouping a plan's runs into training jobs (blocks): the seeds of a stackable condition in fixed blocks
-(seeds ``b * size .. b * size + size - 1``) that train as one stack, every other run alone; and online
-streams that share a job. Blocks are a function of the plan alone, never of what is already on disk, and
-how runs are grouped changes no run's numbers (each stack trains on its own).
+"""Grouping a plan's runs into training jobs (blocks): stackable runs that differ only in their seed,
+init strategy and parent (``stack_key``), in fixed blocks of seeds (``b * size .. b * size + size - 1``),
+train as one stack; every other run alone; and online streams that share a job. Blocks are a function of
+the plan alone, never of what is already on disk, and how runs are grouped changes no run's numbers (a
+row of a stack is computed independently of the others).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from warmstart.plan.planned import Plan
 
 @dataclass(frozen=True)
 class Block:
-    """Runs trained by one job: the seeds of one stackable condition (``stacked``), or a single run."""
+    """Runs trained by one job: one or more stacks (``stacked``: rows that share a ``stack_key``), or a
+    single run."""
 
     name: str
     specs: tuple[RunSpec, ...]
@@ -29,10 +31,10 @@ class Block:
 
 
 def stackable(spec: RunSpec) -> bool:
-    """Whether ``spec`` trains on the stacked engine (its seeds as rows of ``[S, ...]`` tensors; a stack of
-    one when it trains alone), so that the seeds of its condition can share a job: a stackable model, an
-    elementwise (or per-row) optimiser, and an init strategy, terms and interventions that work per seed. Decided by what changes the
-    run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
+    """Whether ``spec`` trains on the stacked engine (as a row of ``[S, ...]`` tensors; a stack of one when
+    it trains alone), so that it can share a stack (``stack_key``): a stackable model, an elementwise (or
+    per-row) optimiser, and an init strategy, terms and interventions that work per row. Decided by what
+    changes the run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
     experiments may add or remove) nor by speed options: a run gets the same engine, and so the same
     bits, whichever experiments ask for it and however its seeds are grouped."""
     model = MODELS[spec.model.arch].stackable  # a bool, or (arch: python) a function of the model's options
@@ -43,28 +45,27 @@ def stackable(spec: RunSpec) -> bool:
 
 
 def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[str, Block]:
-    """The training jobs of ``plan``: the runs of one condition of the stacked engine (``stackable``)
-    whose seeds fall in the same block of ``stack_seeds`` consecutive seeds train as one stack (with
-    ``stack_seeds`` 1, a stack of one each); every other run trains alone, in a block named after it.
-    With ``stacks_per_job`` > 1, up to that many stacks whose runs start from the same parent stack (or
-    from none) share one job, one stack after the other: a job's start-up (a process, torch's import)
-    costs more than a small model's training. A pure function of the plan: the same blocks before,
-    during and after training. How seeds and stacks are grouped changes no run's numbers
-    (``warmstart.jobs``; each stack trains on its own)."""
+    """The training jobs of ``plan``: stackable runs (``stackable``) with one ``stack_key`` whose seeds
+    fall in the same block of ``stack_seeds`` consecutive seeds train as one stack, whatever their init
+    strategy and parent (a wide stack: the arms of a comparison side by side); with ``stack_seeds`` 1,
+    a stack per seed. Every other run trains alone, in a block named after it. With ``stacks_per_job``
+    > 1, up to that many stacks whose runs start from the same parent stacks (or from none) share one job, one stack after the other: a job's start-up (a process, torch's import) costs
+    more than a small model's training. A pure function of the plan: the same blocks before, during and
+    after training. How runs are grouped changes no run's numbers (``warmstart.jobs``; each stack trains
+    on its own, and each row of it as it would alone)."""
     groups: dict[tuple, list[RunSpec]] = {}
     blocks: dict[str, Block] = {}
     for spec in plan.runs.values():
         if stackable(spec):
-            groups.setdefault((condition_key(spec), spec.seed // stack_seeds), []).append(spec)
+            groups.setdefault((stack_key(spec), spec.seed // stack_seeds), []).append(spec)
         else:
             blocks[spec.name] = Block(spec.name, (spec,), stacked=False)
     stacks: dict[tuple, list[tuple[str, tuple[RunSpec, ...]]]] = {}
     for (key, index), members in groups.items():
-        members.sort(key=lambda s: s.seed)
-        name = f"{members[0].condition_label}_b{index}_{key[:10]}"
-        parent = members[0].parent
-        shared = (None if parent is None else condition_key(parent), members[0].dataset.key, index)
-        stacks.setdefault(shared, []).append((name, tuple(members)))
+        members.sort(key=lambda s: (s.seed, s.name))
+        name = f"{stack_label(members[0])}_b{index}_{key[:10]}"
+        parents = tuple(sorted({stack_key(m.parent) for m in members if m.parent is not None}))
+        stacks.setdefault((parents, members[0].dataset.key, index), []).append((name, tuple(members)))
     for shared, named in stacks.items():
         named.sort()
         for start in range(0, len(named), stacks_per_job):
@@ -75,6 +76,14 @@ def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[s
                 name = f"{chunk[0][0].rsplit('_', 2)[0]}_x{len(chunk)}_{short_hash([n for n, _ in chunk], 10)}"
             blocks[name] = Block(name, tuple(s for _, members in chunk for s in members), stacked=True)
     return blocks
+
+
+def stack_label(spec: RunSpec) -> str:
+    """The readable part of the name of ``spec``'s stack: what its rows share,
+    ``<dataset>_<model>_<opt>_gen<generation>_f<frac>`` (not an init strategy: the name of a stack does not
+    depend on which arms a config lists)."""
+    frac = f"{spec.train_fraction:g}".replace(".", "p")
+    return f"{spec.dataset.name}_{spec.model.arch}_{spec.optimizer.name}_gen{generation(spec)}_f{frac}"
 
 
 def plan_stream_blocks(plan: Plan, streams_per_job: int = 1) -> dict[str, tuple[StreamSpec, ...]]:
@@ -97,14 +106,34 @@ def plan_stream_blocks(plan: Plan, streams_per_job: int = 1) -> dict[str, tuple[
 
 
 def block_stacks(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
-    """A training job's stacks: its runs grouped by condition, in the job's order."""
+    """A training job's stacks: its runs grouped by ``stack_key``, in the job's order."""
     stacks: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        stacks.setdefault(condition_key(spec), []).append(spec)
+        stacks.setdefault(stack_key(spec), []).append(spec)
     return list(stacks.values())
 
 
-def condition_key(spec: RunSpec) -> str:
-    """What the seeds of one stack share: the spec without its seed, the engine and the probes."""
-    return short_hash({"condition": spec.seedless(), "engine": dataclasses.asdict(spec.engine),
+# What a row's start alone decides (``warmstart.jobs.seed_start``): a stack's rows may differ in these.
+PER_ROW_FIELDS = ("seed", "init", "parent", "parent_epoch")
+
+
+def stack_key(spec: RunSpec) -> str:
+    """What the rows of one stack share: everything of the spec but the fields a row's start alone
+    decides (``PER_ROW_FIELDS``: its seed, init strategy and parent), which training reads the same way
+    for every row (model, data, batch size, optimiser, stop rule, terms, interventions, engine, probes),
+    and the part of the model the run trains (``Strategy.trains``). Also its generation
+    (``generation``), so that no stack holds a run beside its own ancestor and no job waits for a job
+    that waits for it; and, for a run with probes, the part of its training set its parent saw (the
+    ``old`` and ``new`` subsets the probes read, one shape per stack)."""
+    shared = {k: v for k, v in spec.canonical().items() if k not in PER_ROW_FIELDS}
+    parent = spec.parent
+    old = parent.train_fraction if spec.probes and parent is not None and parent.dataset == spec.dataset else None
+    trains = STRATEGIES[spec.init.strategy].trains(spec.init.options)
+    return short_hash({"shared": shared, "generation": generation(spec), "old_fraction": old, "trains": trains,
+                       "engine": dataclasses.asdict(spec.engine),
                        "probes": [dataclasses.asdict(p) for p in spec.probes]}, 16)
+
+
+def generation(spec: RunSpec) -> int:
+    """0 for a run that starts from no parent, else one more than its parent's."""
+    return 0 if spec.parent is None else 1 + generation(spec.parent)

@@ -1,0 +1,175 @@
+"""Wide stacks: the arms of a comparison that differ only in their seed, init strategy and parent train
+side by side as rows of one stack, and each row ends with the bits its run gets alone. Which runs share a
+stack is a function of the plan; no stack holds a run beside its own ancestor."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_registry_runs import STRATEGY_OPTIONS
+from test_stacks import assert_same, data, job_inputs, raw, spec, splits_for  # noqa: F401 (fixtures)
+from warmstart.components.inits import STRATEGIES, Strategy
+from warmstart.core.io import load_torch
+from warmstart.core.spec import InitSpec, InterventionSpec, OptimizerSpec, StopSpec, TermSpec
+from warmstart.jobs.train_block import check_stackable, run_training, run_training_stacked
+from warmstart.jobs.train_runs import execute_block
+from warmstart.plan.job_blocks import plan_blocks, stack_key, stackable
+from warmstart.plan.planned import Plan
+
+STOP = StopSpec("converged", 0.9, 20)
+
+
+@pytest.fixture(scope="module")
+def parents(data):
+    """Phase-1 runs (half the data) of seeds 0-2, and their final weights."""
+    specs = [spec(s, train_fraction=0.5, stop=STOP) for s in range(3)]
+    out = run_training_stacked(specs, data, splits_for(specs, data), [None] * 3, log=None)
+    return specs, [{k: v.clone() for k, v in m.state_dict().items()} for m, _, _ in out]
+
+
+def arm(strategy: str, seed: int, parents, **fields):
+    """A phase-2 run of ``strategy`` (with the options the registry tests use) at ``seed``, from its
+    seed's phase-1 run when the strategy reads a parent."""
+    specs, states = parents
+    needs_parent = STRATEGIES[strategy].needs_parent
+    run = spec(seed, init=InitSpec(strategy, STRATEGY_OPTIONS.get(strategy, {})), stop=STOP,
+               parent=specs[seed] if needs_parent else None, **fields)
+    return run, states[seed] if needs_parent else None
+
+
+def stacks_alone_and_together(data, rows):
+    """Train ``rows`` (spec, parent state) grouped by stack key, each group as one stack, and each run
+    alone; assert the same bits. Returns the groups' sizes."""
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(stack_key(row[0]), []).append(row)
+    for members in groups.values():
+        specs, states = [s for s, _ in members], [p for _, p in members]
+        splits = splits_for(specs, data)
+        together = run_training_stacked(specs, data, splits, states, log=None)
+        alone = [run_training(s, data, sp, p, log=None) for s, sp, p in zip(specs, splits, states)]
+        assert_same(together, alone)
+    return sorted(len(m) for m in groups.values())
+
+
+def test_every_stackable_init_strategy_trains_in_one_wide_stack_to_the_bits_it_gets_alone(data, parents):
+    """The registry enumerated: one row per stackable strategy (seeds 0-2 in turn), all phase-2 runs from
+    their seed's phase-1 run; strategies that train only part of the model share a stack of their own."""
+    strategies = [name for name in STRATEGIES if STRATEGIES[name].needs_parent
+                  and STRATEGIES[name].stackable(STRATEGY_OPTIONS.get(name, {}))]
+    rows = [arm(name, k % 3, parents) for k, name in enumerate(strategies)]
+    assert all(stackable(s) for s, _ in rows)
+    sizes = stacks_alone_and_together(data, rows)
+    by_part = {}
+    for name in strategies:
+        part = STRATEGIES[name].trains(STRATEGY_OPTIONS.get(name, {}))
+        by_part[part] = by_part.get(part, 0) + 1
+    assert sizes == sorted(by_part.values()) and max(sizes) > 3, sizes  # the point: one wide stack
+
+
+@pytest.mark.parametrize("extra", [
+    dict(terms=(TermSpec("l2_init", {"coef": 0.05, "anchor": "origin"}),)),  # an anchor per row
+    dict(terms=(TermSpec("ewc", {"coef": 0.1}),)),  # a setup per row, from each row's parent and data
+    dict(interventions=(InterventionSpec("redo", {"every": 5, "tau": 0.5}),)),
+    dict(optimizer=OptimizerSpec("sgd", lr=0.05, momentum=0.9, weight_decay=1e-3)),
+], ids=["l2_init", "ewc", "redo", "sgd_momentum"])
+def test_rows_that_differ_in_init_and_parent_share_terms_interventions_and_optimiser_to_the_same_bits(
+        data, parents, extra):
+    rows = [arm("warm", 0, parents, **extra), arm("shrink_perturb", 1, parents, **extra),
+            arm("head_reset", 2, parents, **extra), arm("warm", 2, parents, **extra)]
+    assert stacks_alone_and_together(data, rows) == [4]
+
+
+def test_a_wide_stack_job_writes_each_run_the_directory_its_own_job_writes(raw, data, parents, tmp_path):
+    """Through the job's files: parents' model files in, each run's directory out; one run of the
+    stack already published is taken as it is, and the rest train to their bits."""
+    from warmstart.core.io import save_torch
+
+    rows = [arm("warm", 0, parents), arm("shrink_perturb", 1, parents), arm("fire", 1, parents)]
+    specs = [s for s, _ in rows]
+    parent_paths = []
+    for s, state in rows:
+        parent_paths.append(tmp_path / f"parent{s.seed}.pt")
+        save_torch(state, parent_paths[-1])
+    data_path, split_paths = job_inputs(raw, tmp_path, specs)
+    quiet = dict(device="cpu", threads=1, log=lambda m: None)
+    execute_block(specs, data_path, split_paths, [tmp_path / "wide" / s.name for s in specs], parent_paths,
+                  resume_dir=tmp_path, block="wide", **quiet)
+    execute_block(specs[1:2], data_path, split_paths[1:2], [tmp_path / "published" / specs[1].name],
+                  parent_paths[1:2], resume_dir=tmp_path, block="one", **quiet)
+    for s in specs[1:2]:
+        wa, wb = (load_torch(tmp_path / d / s.name / "model.pt") for d in ("wide", "published"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    logs = []
+    execute_block(specs, data_path, split_paths, [tmp_path / "again" / s.name for s in specs], parent_paths,
+                  resume_dir=tmp_path, block="again", published_dir=tmp_path / "published",
+                  **{**quiet, "log": logs.append})
+    assert any(f"reused: {specs[1].name}" in m for m in logs)
+    assert sum(m.startswith("done: ") for m in logs) == 2
+    for s in specs:
+        wa, wb = (load_torch(tmp_path / d / s.name / "model.pt") for d in ("wide", "again"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_init_strategy_that_freezes_part_of_the_model_without_saying_so_is_refused(data, parents, monkeypatch):
+    def frozen_head_only(ctx):
+        ctx.fresh.load_state_dict(ctx.parent_state)
+        for name, p in ctx.fresh.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+        return ctx.fresh
+    monkeypatch.setitem(STRATEGIES._entries, "undeclared_freeze", Strategy("undeclared_freeze", frozen_head_only,
+                                                                            needs_parent=True))
+    rows = [arm("warm", 0, parents), arm("undeclared_freeze", 1, parents)]
+    assert stack_key(rows[0][0]) == stack_key(rows[1][0])
+    specs = [s for s, _ in rows]
+    with pytest.raises(ValueError, match="undeclared_freeze.*register the strategy with the part it trains"):
+        run_training_stacked(specs, data, splits_for(specs, data), [p for _, p in rows], log=None)
+
+
+# -- planning ---------------------------------------------------------------------------------------------
+
+def blocks_of(specs, size=3, per_job=1):
+    plan = Plan()
+    for s in specs:
+        plan.add("exp", s)
+    return plan_blocks(plan, size, per_job)
+
+
+def test_the_arms_of_a_comparison_share_a_stack_and_what_training_reads_differently_does_not():
+    phase1 = [spec(s, train_fraction=0.5) for s in range(3)]
+    arms = [spec(s, init=InitSpec(name, STRATEGY_OPTIONS.get(name, {})), parent=p)
+            for name in ("warm", "shrink_perturb", "head_reset") for s, p in zip(range(3), phase1)]
+    cold = [spec(s) for s in range(3)]  # no parent: generation 0, beside the phase-1 runs' generation
+    other_lr = [spec(s, init=InitSpec("warm"), parent=p, optimizer=OptimizerSpec("adam", lr=0.001))
+                for s, p in zip(range(3), phase1)]
+    head_only = [spec(s, init=InitSpec("last_layer"), parent=p) for s, p in zip(range(3), phase1)]
+    blocks = blocks_of(phase1 + arms + cold + other_lr + head_only)
+    members = sorted(sorted(s.name for s in b.specs) for b in blocks.values())
+    assert members == sorted(sorted(s.name for s in group) for group in (phase1, arms, cold, other_lr, head_only))
+    for block in blocks.values():
+        check_stackable(block.specs)
+    wide = next(b for b in blocks.values() if len(b.specs) == 9)
+    assert [s.seed for s in wide.specs] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # a stack's name says what its rows share, not which arms a config lists
+    assert wide.name.startswith("mnist1d_mlp_adam_gen1_f1_b0_")
+    assert blocks_of(phase1 + arms[:3] + arms[6:]).keys() >= {wide.name}
+
+
+def test_no_stack_holds_a_run_beside_its_own_parent():
+    parent = spec(0)
+    child = spec(0, init=InitSpec("warm"), parent=parent, stop=parent.stop)  # same everything but the start
+    grandchild = spec(0, init=InitSpec("shrink_perturb", STRATEGY_OPTIONS["shrink_perturb"]), parent=child)
+    blocks = blocks_of([parent, child, grandchild], per_job=8)
+    assert len(blocks) == 3
+    with pytest.raises(ValueError, match="generation"):
+        check_stackable([parent, child])
+
+
+def test_rows_of_a_stack_may_start_from_parents_of_other_conditions():
+    p0, p1 = spec(0, train_fraction=0.5), spec(0, train_fraction=0.5, optimizer=OptimizerSpec("adam", lr=0.02))
+    children = [spec(0, init=InitSpec("warm"), parent=p0), spec(0, init=InitSpec("warm"), parent=p1)]
+    check_stackable(children)  # the same seed twice: two runs (their parents differ)
+    with pytest.raises(ValueError, match="distinct runs"):
+        check_stackable([children[0], children[0]])
+    with pytest.raises(ValueError, match="optimizer"):
+        check_stackable([children[0], children[1].replace(optimizer=OptimizerSpec("adam", lr=0.02))])
