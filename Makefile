@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
-TEST_WORKERS ?= 2  # make test: pytest-xdist processes (a module's tests stay on one; tests/conftest.py)
+# make test: pytest-xdist processes (a module's tests stay on one; tests/conftest.py). One more than the
+# 2 cores: the workflow tests wait on Snakemake and their jobs part of the time (docs/testing.md)
+TEST_WORKERS ?= 3
 
 .PHONY: venv demo test test-configs mutate dry-run lint status bench bench-gpu clean-demo
 
