@@ -106,6 +106,8 @@ def test_a_wide_stack_job_writes_each_run_the_directory_its_own_job_writes(raw, 
                   **{**quiet, "log": logs.append})
     assert any(f"reused: {specs[1].name}" in m for m in logs)
     assert sum(m.startswith("done: ") for m in logs) == 2
+    # the log names a finished row by its run: a wide stack holds seed 1 twice
+    assert {m.split("]")[0][1:] for m in logs if "] done after epoch" in m} == {specs[0].name, specs[2].name}
     for s in specs:
         wa, wb = (load_torch(tmp_path / d / s.name / "model.pt") for d in ("wide", "again"))
         assert all(torch.equal(wa[k], wb[k]) for k in wa)

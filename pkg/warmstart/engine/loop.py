@@ -81,6 +81,7 @@ class LoopSettings:
     log: Callable[[str], None] | None = print
     log_every_s: float = 10.0
     on_epoch: Callable[[int, dict[str, float]], None] | None = None  # (seed position, its epoch record)
+    row_names: tuple[str, ...] = ()  # what the log calls each row (default: its seed); a wide stack's runs
 
 
 def run_hooks(*, terms: Sequence[BoundTerm] = (), probes: Sequence[BoundProbe] = (), interventions: Sequence = (),
@@ -236,7 +237,8 @@ class _Training:
             self.trainee.export(row)
             loop.outcomes[i] = {k: v for hook in self.hooks for k, v in hook.seed_done(row, self.opt).items()}
             if self.settings.log and len(self.seeds) > 1:
-                self.settings.log(f"[seed {self.seeds[i]}] done after epoch {record['epoch']} ({loop.stopped_by[i]}): "
+                name = self.settings.row_names[i] if self.settings.row_names else f"seed {self.seeds[i]}"
+                self.settings.log(f"[{name}] done after epoch {record['epoch']} ({loop.stopped_by[i]}): "
                                   f"train_acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}")
 
     def drop(self, done: list[int]) -> None:

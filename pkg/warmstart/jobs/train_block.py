@@ -162,6 +162,7 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
                         keep_optimizer=any(spec.keep_optimizer for spec in specs))
     results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
                   stop=spec0.stop, resolved=resolved, checkpointing=checkpointing, log=log,
+                  row_names=tuple(spec.name for spec in specs),
                   hooks=hooks + checkpoint_savers(specs, starts, checkpoint_dir), on_epoch=on_epoch,
                   optimizer_state=starts[0].ctx.optimizer_state if not on_stack else None)
     n, n_val = td.train_idx.shape[1], td.val_idx.shape[1]

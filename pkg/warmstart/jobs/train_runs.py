@@ -73,7 +73,7 @@ def execute_runs(specs: Sequence[RunSpec], data_path, split_paths: Sequence, out
     parent_optimizer_paths = list(parent_optimizer_paths or [None] * k)
     if not k == len(split_paths) == len(out_dirs) == len(parent_model_paths) == len(parent_optimizer_paths):
         raise ValueError("specs, split_paths, out_dirs and parent paths must have equal lengths")
-    log = log or job_log(specs[0].name if k == 1 else f"stack of {k} seeds", file=sys.stderr)
+    log = log or job_log(specs[0].name if k == 1 else f"stack of {k} runs", file=sys.stderr)
     dev = setup_job(device, threads, log)
     data = load_prepared(data_path, dev)
     splits = [load_split(p) for p in split_paths]
