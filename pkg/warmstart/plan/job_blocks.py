@@ -34,9 +34,9 @@ def stackable(spec: RunSpec) -> bool:
     """Whether ``spec`` trains on the stacked engine (as a row of ``[S, ...]`` tensors; a stack of one when
     it trains alone), so that it can share a stack (``stack_key``): a stackable model, an elementwise (or
     per-row) optimiser, and an init strategy, terms and interventions that work per row. Decided by what
-    changes the run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which other
-    experiments may add or remove) nor by speed options: a run gets the same engine, and so the same
-    bits, whichever experiments ask for it and however its seeds are grouped."""
+    changes the run's numbers only, never by its probes, kept checkpoints or kept optimiser state (which
+    other experiments may add or remove) nor by speed options: a run gets the same engine, and so the
+    same bits, whichever experiments ask for it and however its runs are grouped."""
     model = MODELS[spec.model.arch].stackable  # a bool, or (arch: python) a function of the model's options
     return ((model(spec.model.options) if callable(model) else model) and OPTIMIZERS[spec.optimizer.name].stackable
             and STRATEGIES[spec.init.strategy].stackable(spec.init.options)
@@ -49,10 +49,11 @@ def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[s
     fall in the same block of ``stack_seeds`` consecutive seeds train as one stack, whatever their init
     strategy and parent (a wide stack: the arms of a comparison side by side); with ``stack_seeds`` 1,
     a stack per seed. Every other run trains alone, in a block named after it. With ``stacks_per_job``
-    > 1, up to that many stacks whose runs start from the same parent stacks (or from none) share one job, one stack after the other: a job's start-up (a process, torch's import) costs
-    more than a small model's training. A pure function of the plan: the same blocks before, during and
-    after training. How runs are grouped changes no run's numbers (``warmstart.jobs``; each stack trains
-    on its own, and each row of it as it would alone)."""
+    > 1, up to that many stacks whose runs start from the same parent stacks (or from none) share one
+    job, one stack after the other: a job's start-up costs more than a small model's training. A pure
+    function of the plan: the same blocks before, during and after training. How runs are grouped
+    changes no run's numbers (``warmstart.jobs``; each stack trains on its own, and each row of it as it
+    would alone)."""
     groups: dict[tuple, list[RunSpec]] = {}
     blocks: dict[str, Block] = {}
     for spec in plan.runs.values():
