@@ -13,7 +13,7 @@ from warmstart.core.io import load_torch
 from warmstart.core.spec import InitSpec, InterventionSpec, OptimizerSpec, StopSpec, TermSpec
 from warmstart.jobs.train_block import check_stackable, run_training, run_training_stacked
 from warmstart.jobs.train_runs import execute_block
-from warmstart.plan.job_blocks import plan_blocks, stack_key, stackable
+from warmstart.plan.job_blocks import block_stacks, plan_blocks, stack_key, stackable
 from warmstart.plan.planned import Plan
 
 STOP = StopSpec("converged", 0.9, 20)
@@ -38,18 +38,17 @@ def arm(strategy: str, seed: int, parents, **fields):
 
 
 def stacks_alone_and_together(data, rows):
-    """Train ``rows`` (spec, parent state) grouped by stack key, each group as one stack, and each run
-    alone; assert the same bits. Returns the groups' sizes."""
-    groups: dict[str, list] = {}
-    for row in rows:
-        groups.setdefault(stack_key(row[0]), []).append(row)
-    for members in groups.values():
-        specs, states = [s for s, _ in members], [p for _, p in members]
+    """Train ``rows`` (spec, parent state) in the stacks a job makes of them (``block_stacks``), and each
+    run alone; assert the same bits. Returns the stacks' sizes."""
+    state_of = {spec.name: state for spec, state in rows}
+    stacks = block_stacks([spec for spec, _ in rows])
+    for specs in stacks:
+        states = [state_of[s.name] for s in specs]
         splits = splits_for(specs, data)
         together = run_training_stacked(specs, data, splits, states, log=None)
         alone = [run_training(s, data, sp, p, log=None) for s, sp, p in zip(specs, splits, states)]
         assert_same(together, alone)
-    return sorted(len(m) for m in groups.values())
+    return sorted(len(specs) for specs in stacks)
 
 
 def test_every_stackable_init_strategy_trains_in_one_wide_stack_to_the_bits_it_gets_alone(data, parents):
@@ -62,7 +61,7 @@ def test_every_stackable_init_strategy_trains_in_one_wide_stack_to_the_bits_it_g
     sizes = stacks_alone_and_together(data, rows)
     by_part = {}
     for name in strategies:
-        part = STRATEGIES[name].trains(STRATEGY_OPTIONS.get(name, {}))
+        part = STRATEGIES[name].trains
         by_part[part] = by_part.get(part, 0) + 1
     assert sizes == sorted(by_part.values()) and max(sizes) > 3, sizes  # the point: one wide stack
 

@@ -68,9 +68,9 @@ class Strategy:
     choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
     # which of its parent's optional files (e.g. "optimizer", its final optimiser state) it needs, by options
     parent_files: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda options: ()
-    # which parameters the run then trains, by options: "all", or the part it trains ("head"); runs that
-    # train different parts never share a stack (a stack's leaves are trainable for every row or none)
-    trains: Callable[[Mapping[str, Any]], str] = lambda options: "all"
+    # which parameters the run then trains: "all", or the part it trains ("head"); runs that train
+    # different parts never share a stack (a stack's leaves are trainable for every row or none)
+    trains: str = "all"
 
     def check(self, options: Mapping[str, Any], key: str) -> None:
         check_options(self.apply, options, key, choices=self.choices)
@@ -87,8 +87,8 @@ def register_strategy(name: str, needs_parent: bool, stackable: Callable[[Mappin
     (``trains``: the part of the model the run trains, when not all of it; ``revision``: ``Registry.add``)."""
     def decorate(fn):
         STRATEGIES.add(name, Strategy(name, fn, needs_parent, stackable or (lambda options: True),
-                                      dict(choices or {}), parent_files or (lambda options: ()),
-                                      lambda options: trains), revision)
+                                      dict(choices or {}), parent_files or (lambda options: ()), trains),
+                       revision)
         return fn
     return decorate
 

@@ -4,8 +4,8 @@ A run trains S models side by side: S = 1 for a single run (any model, ``SingleM
 round, S = the rows of a stack of cheap models (``StackedModels``: runs that differ only in seed, init
 strategy and parent, ``plan.job_blocks.stack_key``; the rows' weights as ``[S, ...]`` tensors, every
 linear layer one batched matrix product). Both present the same interface, so everything else in the
-engine is written once over a leading seed dimension: ``forward`` over ``[S, B, ...]`` inputs, weights as ``[S, ...]`` tensors (``named_params``, ``param_rows``), ``grads``,
-``export(row)`` (a row's weights into its own module), ``keep(rows, index)`` (drop finished seeds) and
+engine is written once over a leading seed dimension: ``forward`` over ``[S, B, ...]`` inputs, weights
+as ``[S, ...]`` tensors (``named_params``, ``param_rows``), ``grads``, ``export(row)`` (a row's weights into its own module), ``keep(rows, index)`` (drop finished seeds) and
 ``state_dict`` / ``load_state_dict`` (resume). ``keep_rows`` is the one definition of keeping rows,
 used for weights, optimiser state, hook state and anchors alike.
 """

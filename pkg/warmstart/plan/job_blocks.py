@@ -129,7 +129,7 @@ def stack_key(spec: RunSpec) -> str:
     shared = {k: v for k, v in spec.canonical().items() if k not in PER_ROW_FIELDS}
     parent = spec.parent
     old = parent.train_fraction if spec.probes and parent is not None and parent.dataset == spec.dataset else None
-    trains = STRATEGIES[spec.init.strategy].trains(spec.init.options)
+    trains = STRATEGIES[spec.init.strategy].trains
     return short_hash({"shared": shared, "generation": generation(spec), "old_fraction": old, "trains": trains,
                        "engine": dataclasses.asdict(spec.engine),
                        "probes": [dataclasses.asdict(p) for p in spec.probes]}, 16)
