@@ -141,7 +141,7 @@ def test_parameters_of_the_returned_models_are_not_shared_with_each_other(data):
 # -- preconditions ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("other", [
-    spec(1, optimizer=OptimizerSpec("adam", lr=0.02)),
+    spec(1, optimizer=OptimizerSpec("adam", lr=0.01, weight_decay=1e-4)),
     spec(1, arch="logreg"),
     spec(1, train_fraction=0.5),
     spec(1, stop=StopSpec("converged", 0.9, 31)),
@@ -235,7 +235,7 @@ def blocks_of(specs, size=3):
 
 
 def test_a_stack_holds_the_seeds_of_one_condition_and_nothing_else():
-    conditions = [dict(), dict(optimizer=OptimizerSpec("adam", lr=0.02)), dict(arch="logreg")]
+    conditions = [dict(), dict(optimizer=OptimizerSpec("adam", lr=0.01, weight_decay=1e-4)), dict(arch="logreg")]
     specs = [spec(s, **c) for c in conditions for s in SEEDS]
     resnets = [RunSpec(DATASET, ModelSpec("resnet18", {"width": 4}), OptimizerSpec("adam", lr=0.01), 64,
                        StopSpec(), s) for s in SEEDS]

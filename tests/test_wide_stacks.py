@@ -1,14 +1,18 @@
-"""Wide stacks: the arms of a comparison that differ only in their seed, init strategy and parent train
-side by side as rows of one stack, and each row ends with the bits its run gets alone. Which runs share a
-stack is a function of the plan; no stack holds a run beside its own ancestor."""
+"""Wide stacks: the arms of a comparison that differ only in their seed, init strategy, parent, learning
+rate and loss-term coefficients train side by side as rows of one stack, and each row ends with the bits
+its run gets alone. Which runs share a stack is a function of the plan; no stack holds a run beside its
+own ancestor."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
-from test_registry_runs import STRATEGY_OPTIONS
+from test_registry_runs import STRATEGY_OPTIONS, TERM_OPTIONS
 from test_stacks import assert_same, data, job_inputs, raw, spec, splits_for  # noqa: F401 (fixtures)
 from warmstart.components.inits import STRATEGIES, Strategy
+from warmstart.components.terms import TERMS
 from warmstart.core.io import load_torch
 from warmstart.core.spec import InitSpec, InterventionSpec, OptimizerSpec, StopSpec, TermSpec
 from warmstart.jobs.train_block import check_stackable, run_training, run_training_stacked
@@ -48,7 +52,25 @@ def stacks_alone_and_together(data, rows):
         together = run_training_stacked(specs, data, splits, states, log=None)
         alone = [run_training(s, data, sp, p, log=None) for s, sp, p in zip(specs, splits, states)]
         assert_same(together, alone)
+        for (_, in_stack, _), (_, on_its_own, _) in zip(together, alone):
+            assert_same_state(in_stack.optimizer_state, on_its_own.optimizer_state)
     return sorted(len(specs) for specs in stacks)
+
+
+def assert_same_state(a, b):
+    """Equal nested values, tensors bitwise (an optimiser's state dict, settings included)."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            assert_same_state(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    else:
+        assert type(a) is type(b) and a == b, (a, b)
 
 
 def test_every_stackable_init_strategy_trains_in_one_wide_stack_to_the_bits_it_gets_alone(data, parents):
@@ -127,6 +149,115 @@ def test_an_init_strategy_that_freezes_part_of_the_model_without_saying_so_is_re
         run_training_stacked(specs, data, splits_for(specs, data), [p for _, p in rows], log=None)
 
 
+# -- rows with their own learning rate and term coefficients ----------------------------------------------
+
+def with_settings(row, lr=None, terms=None, **fields):
+    """``row`` (spec, parent state) with its optimiser's rate ``lr``, ``terms`` and other ``fields``."""
+    run, state = row
+    changes = dict(fields)
+    if lr is not None:
+        changes["optimizer"] = dataclasses.replace(changes.get("optimizer", run.optimizer), lr=lr)
+    if terms is not None:
+        changes["terms"] = terms
+    return run.replace(**changes), state
+
+
+# rows' learning rates, in an order that makes several runs of rows that share one (0.01 twice, apart)
+ROW_LRS = (0.01, 0.003, 0.01, 0.03)
+
+
+@pytest.mark.parametrize("optimizer", [
+    OptimizerSpec("adam", lr=0.01),
+    OptimizerSpec("adam", lr=0.01, weight_decay=1e-3),
+    OptimizerSpec("sgd", lr=0.01, momentum=0.9, weight_decay=1e-3),
+    OptimizerSpec("sgd", lr=0.01),
+], ids=["adam", "adam_l2", "sgd_momentum_l2", "sgd"])
+def test_rows_with_their_own_learning_rate_train_in_one_stack_to_the_bits_and_optimiser_state_they_get_alone(
+        data, parents, optimizer):
+    """Each row steps with its own rate; the rows finish apart (the slow rate last), so the per-row rates
+    are kept with the rows as finished ones leave the stack; each run's kept optimiser state is the one
+    it keeps alone, its own rate included."""
+    lrs = ROW_LRS if optimizer.name == "adam" else tuple(10 * lr for lr in ROW_LRS)
+    arms = [arm("warm", 0, parents), arm("shrink_perturb", 1, parents), arm("head_reset", 2, parents),
+            arm("warm", 2, parents)]
+    rows = [with_settings(row, lr, optimizer=optimizer, keep_optimizer=True)
+            for row, lr in zip(arms, lrs)]
+    assert stacks_alone_and_together(data, rows) == [4]
+
+
+@pytest.mark.parametrize("intervention", [InterventionSpec("cbp", {"replacement_rate": 0.05, "maturity": 5}),
+                                          InterventionSpec("redo", {"every": 5, "tau": 0.5})],
+                         ids=["cbp_per_entry_adam", "redo"])
+def test_rows_with_their_own_learning_rate_and_an_intervention_that_resets_moments(data, parents, intervention):
+    """CBP's Adam with a step count per entry (AdamGnT) steps each row at its own rate too."""
+    rows = [with_settings(arm(name, seed, parents), lr, interventions=(intervention,), keep_optimizer=True)
+            for (name, seed), lr in zip([("warm", 0), ("warm", 1), ("shrink_perturb", 2), ("warm", 2)], ROW_LRS)]
+    assert stacks_alone_and_together(data, rows) == [4]
+
+
+@pytest.mark.parametrize("term", sorted(TERMS))
+def test_rows_with_their_own_term_coefficient_train_in_one_stack_to_the_bits_they_get_alone(data, parents, term):
+    """The registry enumerated: every term, its coefficient per row (one row without... none: the same
+    term on every row, at 1x, 2x, 1x and 0.5x its tested coefficient), from warm starts (EWC's Fisher
+    reads each row's parent)."""
+    options = TERM_OPTIONS[term]
+    rows = [with_settings(arm(name, seed, parents), terms=(TermSpec(term, {**options, "coef": options["coef"] * k}),))
+            for (name, seed), k in zip([("warm", 0), ("warm", 1), ("shrink_perturb", 2), ("warm", 2)],
+                                       (1, 2, 1, 0.5))]
+    assert all(stackable(r) for r, _ in rows)
+    assert stacks_alone_and_together(data, rows) == [4]
+
+
+def test_rows_that_differ_in_seed_init_parent_lr_and_term_coefficients_at_once(data, parents):
+    terms = lambda k: (TermSpec("l2_init", {"coef": 0.05 * k, "anchor": "start"}),  # noqa: E731
+                       TermSpec("confidence", {"coef": 0.1 / k}))
+    rows = [with_settings(arm(name, seed, parents), lr, terms(k), keep_optimizer=True)
+            for (name, seed), lr, k in zip([("warm", 0), ("shrink_perturb", 1), ("head_reset", 2), ("warm", 2)],
+                                           ROW_LRS, (1, 2, 4, 2))]
+    assert stacks_alone_and_together(data, rows) == [4]
+
+
+def test_a_killed_stack_of_rows_with_their_own_rates_and_coefficients_resumes_to_the_same_bits(data, parents,
+                                                                                                 tmp_path):
+    """Killed after its first row finished: the rows' rates and coefficients are saved and restored with
+    the rows still training."""
+    from test_stacks import Killed, untimed
+    from warmstart.engine.checkpoint import Checkpointing
+
+    rows = [with_settings(arm("warm", seed, parents), lr, (TermSpec("l2", {"coef": 1e-3 * k}),),
+                          stop=StopSpec("converged", 0.7, 30))
+            for seed, lr, k in zip((0, 1, 2), (0.03, 0.01, 0.003), (1, 3, 2))]
+    specs, states = [r for r, _ in rows], [p for _, p in rows]
+    splits = splits_for(specs, data)
+    whole = run_training_stacked(specs, data, splits, states, log=None)
+    epochs = sorted(len(r.history) for _, r, _ in whole)
+    assert epochs[0] < epochs[-1] - 1
+    checkpointing = Checkpointing(tmp_path / "resume.pt", every_s=0, tag="stack")
+
+    def kill(i, record):
+        if record["epoch"] == epochs[0] + 1:
+            raise Killed
+    with pytest.raises(Killed):
+        run_training_stacked(specs, data, splits, states, log=None, checkpointing=checkpointing, on_epoch=kill)
+    resumed = run_training_stacked(specs, data, splits, states, log=None, checkpointing=checkpointing)
+    for (m1, r1, _), (m2, r2, _) in zip(resumed, whole, strict=True):
+        assert untimed(r1.history) == untimed(r2.history)
+        assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_a_term_coefficient_per_row_is_the_product_each_row_computes_alone():
+    """On fixed tensors: a float32 [S] coefficient times a term's value is, per row, the bits of the
+    float coefficient times that row's value (the form every term has, ``coef * value``, and the halved
+    and negated forms of L2-init and the confidence penalty)."""
+    values = torch.tensor([0.3713, 1.7e-3, 52.25, 3.0e4], dtype=torch.float32)
+    coefs = [0.1, 1e-3, 0.05, 7.3e-5]
+    per_row = torch.tensor(coefs, dtype=torch.float32)
+    for form in (lambda c, v: c * v, lambda c, v: c / 2 * v, lambda c, v: -c * v):
+        together = form(per_row, values)
+        alone = torch.stack([form(c, values[k:k + 1])[0] for k, c in enumerate(coefs)])
+        assert torch.equal(together, alone)
+
+
 # -- planning ---------------------------------------------------------------------------------------------
 
 def blocks_of(specs, size=3, per_job=1):
@@ -141,12 +272,12 @@ def test_the_arms_of_a_comparison_share_a_stack_and_what_training_reads_differen
     arms = [spec(s, init=InitSpec(name, STRATEGY_OPTIONS.get(name, {})), parent=p)
             for name in ("warm", "shrink_perturb", "head_reset") for s, p in zip(range(3), phase1)]
     cold = [spec(s) for s in range(3)]  # no parent: generation 0, beside the phase-1 runs' generation
-    other_lr = [spec(s, init=InitSpec("warm"), parent=p, optimizer=OptimizerSpec("adam", lr=0.001))
-                for s, p in zip(range(3), phase1)]
+    other_decay = [spec(s, init=InitSpec("warm"), parent=p, optimizer=OptimizerSpec("adam", lr=0.01, weight_decay=1e-4))
+                   for s, p in zip(range(3), phase1)]
     head_only = [spec(s, init=InitSpec("last_layer"), parent=p) for s, p in zip(range(3), phase1)]
-    blocks = blocks_of(phase1 + arms + cold + other_lr + head_only)
+    blocks = blocks_of(phase1 + arms + cold + other_decay + head_only)
     members = sorted(sorted(s.name for s in b.specs) for b in blocks.values())
-    assert members == sorted(sorted(s.name for s in group) for group in (phase1, arms, cold, other_lr, head_only))
+    assert members == sorted(sorted(s.name for s in group) for group in (phase1, arms, cold, other_decay, head_only))
     for block in blocks.values():
         check_stackable(block.specs)
     wide = next(b for b in blocks.values() if len(b.specs) == 9)
@@ -154,6 +285,25 @@ def test_the_arms_of_a_comparison_share_a_stack_and_what_training_reads_differen
     # a stack's name says what its rows share, not which arms a config lists
     assert wide.name.startswith("mnist1d_mlp_adam_gen1_f1_b0_")
     assert blocks_of(phase1 + arms[:3] + arms[6:]).keys() >= {wide.name}
+
+
+def test_rows_share_a_stack_across_learning_rates_and_term_coefficients_but_not_other_settings():
+    base = [spec(s, terms=(TermSpec("l2", {"coef": 1e-3}),)) for s in range(3)]
+    sweep = [s.replace(optimizer=dataclasses.replace(s.optimizer, lr=lr), terms=(TermSpec("l2", {"coef": coef}),))
+             for s in base for lr, coef in ((0.003, 1e-3), (0.01, 1e-2), (0.03, 1e-4))]
+    other_term = [s.replace(terms=(TermSpec("confidence", {"coef": 1e-3}),)) for s in base]
+    no_term = [s.replace(terms=()) for s in base]
+    muon = [spec(s, optimizer=OptimizerSpec("muon", lr=lr)) for s in range(3) for lr in (0.01, 0.02)]
+    blocks = blocks_of(sweep + other_term + no_term + muon)
+    members = sorted(sorted(s.name for s in b.specs) for b in blocks.values())
+    # muon scales each matrix's step by its rate (a per-row optimiser): one stack per rate
+    expected = [sweep, other_term, no_term, [m for m in muon if m.optimizer.lr == 0.01],
+                [m for m in muon if m.optimizer.lr == 0.02]]
+    assert members == sorted(sorted(s.name for s in group) for group in expected)
+    for block in blocks.values():
+        check_stackable(block.specs)
+    with pytest.raises(ValueError, match="terms"):
+        check_stackable([base[0], other_term[1]])
 
 
 def test_no_stack_holds_a_run_beside_its_own_parent():
@@ -173,4 +323,4 @@ def test_rows_of_a_stack_may_start_from_parents_of_other_conditions():
     with pytest.raises(ValueError, match="distinct runs"):
         check_stackable([children[0], children[0]])
     with pytest.raises(ValueError, match="optimizer"):
-        check_stackable([children[0], children[1].replace(optimizer=OptimizerSpec("adam", lr=0.02))])
+        check_stackable([children[0], children[1].replace(optimizer=OptimizerSpec("adam", lr=0.01, weight_decay=0.1))])

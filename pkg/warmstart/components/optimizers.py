@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from warmstart.core.errors import SpecError
 from warmstart.core.registry import Registry, check_options
@@ -189,16 +189,35 @@ def _muon(params, o: OptimizerSpec, model=None, stacked: bool = False, *, adjust
     return Muon([g for g in (muon, fused, adamw) if g["params"]], batch_dims=lead)
 
 
-def build_optimizer(params, spec: OptimizerSpec, model: nn.Module | None = None, stacked: bool = False):
+def row_settings(name: str) -> tuple[str, ...]:
+    """The settings of optimiser ``name`` in which the rows of one stack may differ: the learning rate of
+    an elementwise optimiser (each row steps with its own, ``build_optimizer(row_lrs=...)``); none of a
+    per-row one (Muon scales each matrix's step by the rate: its rows share it)."""
+    return ("lr",) if OPTIMIZERS[name].elementwise else ()
+
+
+def build_optimizer(params, spec: OptimizerSpec, model: nn.Module | None = None, stacked: bool = False,
+                    row_lrs: Sequence[float] | None = None):
     """A fresh optimiser per run: the paper resets Adam's state between rounds (its Section 3.5).
 
     ``params``: the tensors to train, or a module (its trainable parameters, and itself as ``model``).
     ``model``: the module whose trainable parameters ``params`` are, in order (a stack: each seed's
     module); ``stacked``: whether ``params`` carry a leading seed dimension. Elementwise optimisers need
-    neither; Muon needs both (which tensors are hidden matrices, and where each seed's matrix is)."""
+    neither; Muon needs both (which tensors are hidden matrices, and where each seed's matrix is).
+    ``row_lrs``: each row's learning rate, for stacked rows whose runs differ in it (``row_settings``);
+    rows that all share ``spec.lr`` step as one."""
     from torch import nn
+
+    from warmstart.components.optimizer_algorithms.base import set_row_lrs
 
     if isinstance(params, nn.Module):
         model = params if model is None else model
         params = [p for p in params.parameters() if p.requires_grad]
-    return OPTIMIZERS.lookup(spec.name, "optimizer.name").build(params, spec, model, stacked, **spec.options)
+    optimizer = OPTIMIZERS.lookup(spec.name, "optimizer.name")
+    built = optimizer.build(params, spec, model, stacked, **spec.options)
+    if row_lrs is not None and set(row_lrs) != {spec.lr}:
+        if not (stacked and "lr" in row_settings(spec.name)):
+            raise ValueError(f"optimizer {spec.name!r}: per-row learning rates need an elementwise optimiser "
+                             f"over stacked tensors (got row_lrs {list(row_lrs)})")
+        set_row_lrs(built, list(row_lrs))
+    return built

@@ -16,7 +16,7 @@ inside the terms that call it: planning reads this registry and must not pay tor
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from warmstart.core.errors import SpecError
 from warmstart.core.registry import Registry, check_options
@@ -89,16 +89,45 @@ def squared_distance(params: Mapping[str, torch.Tensor], anchor: Mapping[str, to
     return per_seed_sum((params[n] - anchor[n]).square() for n in anchor)
 
 
+# The options in which the rows of one stack may differ: the coefficient, which every term multiplies
+# its value by. A float for a single run; a float32 [S] tensor for a stack whose rows have their own,
+# where ``coef * value`` gives each row the product its run alone computes (the float is rounded to
+# float32 either way: the stacked engine's weights and terms are float32)
+ROW_OPTIONS = ("coef",)
+
+
 @dataclass
 class BoundTerm:
-    """A configured term of one run (or stack): its options and the ``[S, ...]`` state its setup made."""
+    """A configured term of one run (or stack): its options, those each row has its own (``ROW_OPTIONS``;
+    [S] tensors, kept with the rows) and the ``[S, ...]`` state its setup made."""
 
     term: Term
     options: dict[str, Any]
     state: dict[str, torch.Tensor] = field(default_factory=dict)
+    row_options: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of_rows(cls, term: Term, options: Sequence[Mapping[str, Any]], state: dict[str, torch.Tensor]) -> "BoundTerm":
+        """The term of a stack whose rows have these ``options``: equal in all but ``ROW_OPTIONS``
+        (``plan.job_blocks.stack_key``); an option whose rows differ becomes an [S] tensor."""
+        import torch
+
+        shared = dict(options[0])
+        rows = {}
+        for name in ROW_OPTIONS:
+            values = [o.get(name) for o in options]
+            if len(set(values)) > 1:
+                rows[name] = torch.tensor(values, dtype=torch.float32)
+                shared.pop(name)
+        if any({k: v for k, v in o.items() if k not in rows} != shared for o in options):
+            raise ValueError(f"term {term.name}: the rows of a stack differ in options other than {ROW_OPTIONS}")
+        return cls(term, shared, state, rows)
 
     def __call__(self, batch: TermBatch) -> torch.Tensor:
-        return self.term.penalty(replace(batch, state=self.state), **self.options)
+        device = batch.cross_entropy.device
+        if any(v.device != device for v in self.row_options.values()):
+            self.row_options = {k: v.to(device) for k, v in self.row_options.items()}
+        return self.term.penalty(replace(batch, state=self.state), **self.options, **self.row_options)
 
 
 # -- the terms ---------------------------------------------------------------------------------------------

@@ -115,12 +115,14 @@ class TermHook(Hook):
 
     def keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.term.state = keep_rows(self.term.state, index)
+        self.term.row_options = {k: v[index.to(v.device)] for k, v in self.term.row_options.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": self.term.state}
+        return {"state": self.term.state, "row_options": self.term.row_options}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.term.state = state["state"]
+        self.term.row_options = state.get("row_options", {})
 
 
 class Probes(Hook):

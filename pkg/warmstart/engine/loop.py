@@ -159,11 +159,15 @@ class _Training:
             opt = hook.configure_optimizer(opt)
         return opt
 
-    def build_optimizer(self, optimizer: OptimizerSpec, start_state: dict | None) -> None:
+    def build_optimizer(self, optimizers: Sequence[OptimizerSpec], start_state: dict | None) -> None:
+        """The optimiser of the rows still training (``optimizers``: each seed's spec; they differ at most
+        in what rows may, ``optimizers.row_settings``), as ``make_opt`` builds it again when rows drop."""
         # the module behind the rows and whether they are stacked: what a per-layer optimiser (Muon) needs
         model, stacked = self.trainee.models()[0], self.trainee.stacked
-        self.make_opt = lambda params: self.configured(build_optimizer(params, optimizer, model=model,
-                                                                       stacked=stacked))
+        lrs = [o.lr for o in optimizers]
+        row_lrs = (lambda: [lrs[i] for i in self.loop.active]) if len(set(lrs)) > 1 else (lambda: None)
+        self.make_opt = lambda params: self.configured(build_optimizer(params, optimizers[0], model=model,
+                                                                       stacked=stacked, row_lrs=row_lrs()))
         self.opt = self.make_opt(self.trainee.optimizer_params())
         if start_state is not None:
             # a copy: load_state_dict keeps same-device tensors as they are, and the steps update them in place
@@ -254,6 +258,9 @@ class _Training:
         index = torch.tensor(rows, device=self.data.x.device)
         state = self.opt.state_dict()
         state["state"] = {k: keep_rows(per_param, index) for k, per_param in state["state"].items()}
+        for group in state["param_groups"]:
+            if isinstance(group["lr"], list):  # per-row learning rates
+                group["lr"] = [group["lr"][row] for row in rows]
         self.trainee.keep(rows, index)
         self.opt = self.make_opt(self.trainee.optimizer_params())
         self.opt.load_state_dict(state)
@@ -273,10 +280,12 @@ class _Training:
                             **loop.outcomes.get(i, {})) for i in range(len(self.seeds))]
 
 
-def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int], *, hooks: Sequence[Hook] = (),
-        checkpointing: Checkpointing | None = None, optimizer_state: dict | None = None,
+def fit(trainee, optimizer: OptimizerSpec | Sequence[OptimizerSpec], data: TrainData, seeds: Sequence[int], *,
+        hooks: Sequence[Hook] = (), checkpointing: Checkpointing | None = None, optimizer_state: dict | None = None,
         **settings) -> list[TrainResult]:
     """Train every seed of ``trainee`` until its stop rule fires; returns one TrainResult per seed, in order.
+    ``optimizer``: the seeds' optimiser, or one spec per seed when the rows of a stack differ in their
+    learning rate (``optimizers.row_settings``: each row steps with its own).
     ``settings``: ``LoopSettings`` (``batch_size`` and ``stop`` required); ``optimizer_state``: the state
     the optimiser starts from (a warm start that keeps its parent's); ``checkpointing``: resume from and
     save to a resume file.
@@ -289,7 +298,8 @@ def fit(trainee, optimizer: OptimizerSpec, data: TrainData, seeds: Sequence[int]
     training time divided by the seeds trained in it (its share of the shared work); the hooks'
     ``after_step`` run inside it."""
     run = _Training(trainee, data, seeds, list(hooks), LoopSettings(**settings))
-    run.build_optimizer(optimizer, optimizer_state)
+    run.build_optimizer([optimizer] * len(seeds) if isinstance(optimizer, OptimizerSpec) else list(optimizer),
+                        optimizer_state)
     if checkpointing is not None:
         run.resume(checkpointing)
     stop, log = run.settings.stop, run.settings.log

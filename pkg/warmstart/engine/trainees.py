@@ -275,11 +275,15 @@ class StackedModels(_Recording):
 
     def row_optimizer_state(self, opt: torch.optim.Optimizer, row: int) -> dict:
         """Row ``row``'s optimiser state as its own model's optimiser would hold it (the stack's step
-        count is the row's own: every row still training has taken every step)."""
+        count is the row's own: every row still training has taken every step), with the row's own
+        learning rate where the rows have their own (``optimizer_algorithms.base.set_row_lrs``)."""
         state = opt.state_dict()
         state["state"] = {k: {key: v[row].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)
                               for key, v in per_param.items()} for k, per_param in state["state"].items()}
         state["param_groups"] = copy.deepcopy(state["param_groups"])
+        for group in state["param_groups"]:
+            if isinstance(group["lr"], list):
+                group["lr"] = group["lr"][row]
         return state
 
     def keep(self, rows: list[int], index: torch.Tensor) -> None:

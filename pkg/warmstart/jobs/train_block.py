@@ -1,6 +1,6 @@
 """Train a block of runs on already-loaded data: one run, or a stack of runs that differ only in their
-seed, init strategy and parent (``job_blocks.stack_key``: each row's start is its own, its training the
-same code for every row).
+seed, init strategy, parent, learning rate and loss-term coefficients (``job_blocks.stack_key``: each
+row's start, rate and coefficients are its own, its training the same code for every row).
 
 Which engine trains a run is decided by what changes its numbers (``job_blocks.stackable``: model,
 optimiser, init strategy, terms), never by how many runs share the job: a stackable run trains on the
@@ -32,16 +32,17 @@ from warmstart.engine.trainees import SingleModel, StackedModels, stack_state
 from warmstart.jobs.run_files import CheckpointSaver
 from warmstart.jobs.run_metrics import evaluate_test_split, run_metrics
 from warmstart.jobs.seed_start import SeedStart, start_seed
-from warmstart.plan.job_blocks import PER_ROW_FIELDS, stack_key, stackable
+from warmstart.plan.job_blocks import PER_ROW_FIELDS, PER_ROW_SETTINGS, stack_key, stack_shared, stackable
 from warmstart.plan.spec_checks import check_names
 
 
 def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers) -> list[Hook]:
     """The hooks of a stack (rows of one ``stack_key``, so one list of terms, probes and interventions):
-    its terms, probes, interventions and anchors, stacked over its rows, and the ``savers`` options of
-    ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
+    its terms (each row with its own coefficient), probes, interventions and anchors, stacked over its
+    rows, and the ``savers`` options of ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
     spec = specs[0]
-    terms = [BoundTerm(TERMS[t.name], dict(t.options), stack_state([s.term_states[k] for s in starts]))
+    terms = [BoundTerm.of_rows(TERMS[t.name], [s.terms[k].options for s in specs],
+                               stack_state([s.term_states[k] for s in starts]))
              for k, t in enumerate(spec.terms)]
     probes = [BoundProbe(PROBES[p.name], dict(p.options)) for p in spec.probes]
     anchors = {}
@@ -71,7 +72,9 @@ def train_data(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Spli
 def check_stackable(specs: Sequence[RunSpec]) -> None:
     """Raise ValueError unless ``specs`` are distinct runs of the stacked engine that may share a stack:
     they differ only in what a row's start decides (``job_blocks.PER_ROW_FIELDS``: seed, init strategy,
-    parent), so that training reads them all the same way (one ``stack_key``)."""
+    parent) and in what each row trains with its own (``PER_ROW_SETTINGS``: an elementwise optimiser's
+    learning rate, the terms' coefficients), so that training reads the rest the same way (one
+    ``stack_key``)."""
     if not specs:
         raise ValueError("stacked training needs at least one spec")
     first = specs[0]
@@ -81,11 +84,11 @@ def check_stackable(specs: Sequence[RunSpec]) -> None:
     key = stack_key(first)
     for spec in specs[1:]:
         if stack_key(spec) != key:
-            reference, other = first.canonical(), spec.canonical()
-            diff = sorted(k for k in set(reference) | set(other)
-                          if k not in PER_ROW_FIELDS and other.get(k) != reference.get(k))
-            raise ValueError(f"stacked specs may differ only in {', '.join(PER_ROW_FIELDS)}: {spec.name} "
-                             f"differs from {first.name} in {diff or ['engine, probes or generation']}")
+            reference, other = stack_shared(first), stack_shared(spec)
+            diff = sorted(k for k in set(reference) | set(other) if other.get(k) != reference.get(k))
+            raise ValueError(f"stacked specs may differ only in {', '.join(PER_ROW_FIELDS + PER_ROW_SETTINGS)}: "
+                             f"{spec.name} differs from {first.name} in "
+                             f"{diff or ['engine, probes, generation or the part of the model trained']}")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"stacked specs must be distinct runs, got {names}")
@@ -160,7 +163,7 @@ def run_block(specs: Sequence[RunSpec], data: DeviceData, splits: Sequence[Split
     td = train_data(specs, data, splits)
     hooks = block_hooks(specs, starts, export_at=set().union(*(spec.checkpoints for spec in specs)),
                         keep_optimizer=any(spec.keep_optimizer for spec in specs))
-    results = fit(trainee, spec0.optimizer, td, [s.seed for s in specs], batch_size=spec0.batch_size,
+    results = fit(trainee, [spec.optimizer for spec in specs], td, [s.seed for s in specs], batch_size=spec0.batch_size,
                   stop=spec0.stop, resolved=resolved, checkpointing=checkpointing, log=log,
                   row_names=tuple(spec.name for spec in specs),
                   hooks=hooks + checkpoint_savers(specs, starts, checkpoint_dir), on_epoch=on_epoch,

@@ -11,7 +11,8 @@ written atomically (``run_files.write_run``):
 and, when the spec asks for them, ``checkpoints/epoch<k>.pt`` (the weights after epoch k) and
 ``optimizer.pt`` (the final optimiser state).
 
-A stack trains runs that differ only in seed, init strategy and parent together (``StackedModels``) and
+A stack trains runs that differ only in seed, init strategy, parent, learning rate and loss-term
+coefficients together (``StackedModels``) and
 writes the same files per run as single runs do, with the same numbers (``train_block``).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Grouping a plan's runs into training jobs (blocks): stackable runs that differ only in their seed,
-init strategy and parent (``stack_key``), in fixed blocks of seeds (``b * size .. b * size + size - 1``),
+init strategy, parent, learning rate and loss-term coefficients (``stack_key``), in fixed blocks of seeds (``b * size .. b * size + size - 1``),
 train as one stack; every other run alone; and online streams that share a job. Blocks are a function of
 the plan alone, never of what is already on disk, and how runs are grouped changes no run's numbers (a
 row of a stack is computed independently of the others).
@@ -13,8 +13,8 @@ from typing import Sequence
 from warmstart.components.inits import STRATEGIES
 from warmstart.components.interventions import INTERVENTIONS
 from warmstart.components.models import MODELS
-from warmstart.components.optimizers import OPTIMIZERS
-from warmstart.components.terms import TERMS
+from warmstart.components.optimizers import OPTIMIZERS, row_settings
+from warmstart.components.terms import ROW_OPTIONS, TERMS
 from warmstart.core.identity import short_hash
 from warmstart.core.spec import RunSpec, StreamSpec
 from warmstart.plan.planned import Plan
@@ -116,17 +116,34 @@ def block_stacks(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
 
 # What a row's start alone decides (``warmstart.jobs.seed_start``): a stack's rows may differ in these.
 PER_ROW_FIELDS = ("seed", "init", "parent", "parent_epoch")
+# ... and these settings, which training reads per row: an elementwise optimiser's learning rate
+# (``optimizers.row_settings``) and the loss terms' coefficients (``terms.ROW_OPTIONS``)
+PER_ROW_SETTINGS = ("optimizer.lr", *(f"terms.{option}" for option in ROW_OPTIONS))
+
+
+def stack_shared(spec: RunSpec) -> dict:
+    """The part of ``spec``'s canonical form that every row of its stack has alike: all of it but the
+    fields a row's start decides (``PER_ROW_FIELDS``) and the settings each row trains with its own
+    (``PER_ROW_SETTINGS``, where the optimiser steps rows at their own rates)."""
+    shared = {k: v for k, v in spec.canonical().items() if k not in PER_ROW_FIELDS}
+    own = row_settings(spec.optimizer.name)
+    shared["optimizer"] = {k: v for k, v in shared["optimizer"].items() if k not in own}
+    if "terms" in shared:
+        shared["terms"] = [{**t, "options": {k: v for k, v in t["options"].items() if k not in ROW_OPTIONS}}
+                           for t in shared["terms"]]
+    return shared
 
 
 def stack_key(spec: RunSpec) -> str:
-    """What the rows of one stack share: everything of the spec but the fields a row's start alone
-    decides (``PER_ROW_FIELDS``: its seed, init strategy and parent), which training reads the same way
-    for every row (model, data, batch size, optimiser, stop rule, terms, interventions, engine, probes),
-    and the part of the model the run trains (``Strategy.trains``). Also its generation
-    (``generation``), so that no stack holds a run beside its own ancestor and no job waits for a job
-    that waits for it; and, for a run with probes, the part of its training set its parent saw (the
-    ``old`` and ``new`` subsets the probes read, one shape per stack)."""
-    shared = {k: v for k, v in spec.canonical().items() if k not in PER_ROW_FIELDS}
+    """What the rows of one stack share (``stack_shared``): everything of the spec but a row's start
+    (its seed, init strategy and parent), its learning rate (elementwise optimisers) and its terms'
+    coefficients, all of which each row has its own; so training reads the rest the same way for every
+    row (model, data, batch size, optimiser, stop rule, which terms, interventions, engine, probes).
+    Also the part of the model the run trains (``Strategy.trains``); its generation (``generation``),
+    so that no stack holds a run beside its own ancestor and no job waits for a job that waits for it;
+    and, for a run with probes, the part of its training set its parent saw (the ``old`` and ``new``
+    subsets the probes read, one shape per stack)."""
+    shared = stack_shared(spec)
     parent = spec.parent
     old = parent.train_fraction if spec.probes and parent is not None and parent.dataset == spec.dataset else None
     trains = STRATEGIES[spec.init.strategy].trains

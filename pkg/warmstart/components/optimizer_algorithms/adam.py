@@ -6,14 +6,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from warmstart.components.optimizer_algorithms.base import PlainOptimizer, params_with_grads, run_closure
+from warmstart.components.optimizer_algorithms.base import (PlainOptimizer, params_with_grads, row_segments, rows_of,
+                                                            run_closure)
 
 
 class Adam(PlainOptimizer):
     """torch.optim.Adam's update (``decoupled_weight_decay``: AdamW's): per step t, ``g = grad +
     weight_decay * p`` (AdamW instead ``p *= 1 - lr * weight_decay``), ``m = lerp(m, g, 1 - beta1)``,
     ``v = beta2 v + (1 - beta2) g^2``, ``p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``.
-    ``step`` is a float32 scalar tensor on the CPU, as torch keeps it."""
+    ``step`` is a float32 scalar tensor on the CPU, as torch keeps it. ``lr`` may be a per-row list
+    (``base.set_row_lrs``)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
@@ -55,12 +57,13 @@ def adam_step(state, group: dict, params: list[Tensor]) -> None:
     torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
     _update_moments(group, params, grads, exp_avgs, exp_avg_sqs)
     counts = [s.item() for s in steps]
-    step_size = [(lr / (1 - beta1 ** t)) * -1 for t in counts]
     bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in counts]
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, bias_correction2_sqrt)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
+    for rows, row_lr in row_segments(lr, params):
+        step_size = [(row_lr / (1 - beta1 ** t)) * -1 for t in counts]
+        torch._foreach_addcdiv_(rows_of(params, rows), rows_of(exp_avgs, rows), rows_of(denom, rows), step_size)
 
 
 def _update_moments(group: dict, params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
@@ -70,7 +73,8 @@ def _update_moments(group: dict, params: list[Tensor], grads: list[Tensor], exp_
     lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
     if wd != 0:
         if group.get("decoupled_weight_decay"):
-            torch._foreach_mul_(params, 1 - lr * wd)
+            for rows, row_lr in row_segments(lr, params):
+                torch._foreach_mul_(rows_of(params, rows), 1 - row_lr * wd)
         else:
             grads = torch._foreach_add(grads, params, alpha=wd)
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
@@ -110,9 +114,11 @@ def _adam_step_per_entry(state, group: dict, params: list[Tensor]) -> None:
     for p, m, v in zip(params, exp_avgs, exp_avg_sqs):
         correction1, correction2_sqrt = _bias_corrections(beta1, beta2, state[p]["step_bound"], p.device)
         t = state[p]["step"].long()
-        step_size = (lr / correction1[t] * -1).to(p.dtype)
         denom = v.sqrt().div_(correction2_sqrt[t].to(v.dtype)).add_(eps)
-        p.add_(m.mul(step_size).div_(denom))
+        for rows, row_lr in row_segments(lr, params):
+            [p_rows, m_rows, t_rows, denom_rows] = rows_of([p, m, t, denom], rows)
+            step_size = (row_lr / correction1[t_rows] * -1).to(p.dtype)
+            p_rows.add_(m_rows.mul(step_size).div_(denom_rows))
 
 
 _CORRECTIONS: dict[tuple, tuple[Tensor, Tensor]] = {}

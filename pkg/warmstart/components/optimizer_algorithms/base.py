@@ -100,6 +100,40 @@ def _cast(param: Tensor, value: Any, key: str) -> Any:
     return value.to(dtype=param.dtype, device=param.device) if param.is_floating_point() else value.to(device=param.device)
 
 
+def row_segments(lr: float | list[float], params: list[Tensor]) -> list[tuple[slice | None, float]]:
+    """The rows of a stacked group (``params``) that share a learning rate, as (rows, lr) pairs: one pair
+    ``(None, lr)`` (every row, the whole tensors) for a plain number; for a per-row list (``set_row_lrs``),
+    each run of consecutive equal rates as a slice of rows. An elementwise update computes each entry
+    from that entry alone, so stepping a slice of rows with a rate gives those rows the bits they get
+    alone."""
+    if not isinstance(lr, list):
+        return [(None, lr)]
+    if params and params[0].shape[0] != len(lr):
+        raise ValueError(f"per-row learning rates: {len(lr)} rates for tensors of {params[0].shape[0]} rows")
+    segments, start = [], 0
+    for row in range(1, len(lr) + 1):
+        if row == len(lr) or lr[row] != lr[start]:
+            segments.append((slice(start, row), lr[start]))
+            start = row
+    return segments
+
+
+def rows_of(tensors: list[Tensor], rows: slice | None) -> list[Tensor]:
+    """``tensors``' views of ``rows`` (their leading seed dimension); None: the tensors themselves."""
+    return tensors if rows is None else [t[rows] for t in tensors]
+
+
+def set_row_lrs(optimizer: PlainOptimizer, lrs: list[float]) -> None:
+    """Give each row of an elementwise optimiser over stacked tensors its own learning rate: every group's
+    ``lr`` becomes the list (``row_segments``). The optimiser steps each run of rows that share a rate
+    with that rate, as the runs alone would."""
+    for group in optimizer.param_groups:
+        rows = {p.shape[0] for p in group["params"]}
+        if rows != {len(lrs)}:
+            raise ValueError(f"per-row learning rates: {len(lrs)} rates for tensors of {sorted(rows)} rows")
+        group["lr"] = [float(lr) for lr in lrs]
+
+
 def params_with_grads(group: dict) -> list[Tensor]:
     return [p for p in group["params"] if p.grad is not None]
 

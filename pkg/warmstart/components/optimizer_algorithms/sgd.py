@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from warmstart.components.optimizer_algorithms.base import PlainOptimizer, params_with_grads, run_closure
+from warmstart.components.optimizer_algorithms.base import (PlainOptimizer, params_with_grads, row_segments, rows_of,
+                                                            run_closure)
 
 
 class SGD(PlainOptimizer):
     """torch.optim.SGD's update: ``g = grad + weight_decay * p``; with momentum ``b = momentum * b +
     (1 - dampening) * g`` (the first buffer: g itself), ``g = b`` (Nesterov: ``g + momentum * b``);
-    ``p -= lr * g``."""
+    ``p -= lr * g``. ``lr`` may be a per-row list (``base.set_row_lrs``)."""
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
@@ -44,5 +45,6 @@ class SGD(PlainOptimizer):
                         buf.mul_(momentum).add_(g, alpha=1 - group["dampening"])
                     bufs.append(buf)
                 grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
-            torch._foreach_add_(params, grads, alpha=-lr)
+            for rows, row_lr in row_segments(lr, params):
+                torch._foreach_add_(rows_of(params, rows), rows_of(grads, rows), alpha=-row_lr)
         return loss
