@@ -302,6 +302,9 @@ def test_rows_share_a_stack_across_learning_rates_and_term_coefficients_but_not_
     assert members == sorted(sorted(s.name for s in group) for group in expected)
     for block in blocks.values():
         check_stackable(block.specs)
+    # the rows of one rate side by side, so the optimiser steps each rate's rows in one go
+    wide = next(b for b in blocks.values() if len(b.specs) == len(sweep))
+    assert [(s.optimizer.lr, s.seed) for s in wide.specs] == sorted((s.optimizer.lr, s.seed) for s in sweep)
     with pytest.raises(ValueError, match="terms"):
         check_stackable([base[0], other_term[1]])
 
