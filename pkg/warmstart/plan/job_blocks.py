@@ -131,8 +131,8 @@ def stack_shared(spec: RunSpec) -> dict:
     shared = {k: v for k, v in spec.canonical().items() if k not in PER_ROW_FIELDS}
     own = row_settings(spec.optimizer.name)
     shared["optimizer"] = {k: v for k, v in shared["optimizer"].items() if k not in own}
-    if "terms" in shared:
-        shared["terms"] = [{**t, "options": {k: v for k, v in t["options"].items() if k not in ROW_OPTIONS}}
+    if "terms" in shared:  # a term's coefficient is each row's own, but whether the run sets it is not
+        shared["terms"] = [{**t, "options": {k: "per row" if k in ROW_OPTIONS else v for k, v in t["options"].items()}}
                            for t in shared["terms"]]
     return shared
 
