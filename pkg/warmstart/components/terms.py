@@ -107,9 +107,11 @@ class BoundTerm:
     row_options: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def of_rows(cls, term: Term, options: Sequence[Mapping[str, Any]], state: dict[str, torch.Tensor]) -> "BoundTerm":
+    def of_rows(cls, term: Term, options: Sequence[Mapping[str, Any]], state: dict[str, torch.Tensor],
+                device=None) -> "BoundTerm":
         """The term of a stack whose rows have these ``options``: equal in all but ``ROW_OPTIONS``
-        (``plan.job_blocks.stack_key``); an option whose rows differ becomes an [S] tensor."""
+        (``plan.job_blocks.stack_key``); an option whose rows differ becomes an [S] tensor on ``device``
+        (the weights')."""
         import torch
 
         shared = dict(options[0])
@@ -117,16 +119,13 @@ class BoundTerm:
         for name in ROW_OPTIONS:
             values = [o.get(name) for o in options]
             if len(set(values)) > 1:
-                rows[name] = torch.tensor(values, dtype=torch.float32)
+                rows[name] = torch.tensor(values, dtype=torch.float32, device=device)
                 shared.pop(name)
         if any({k: v for k, v in o.items() if k not in rows} != shared for o in options):
             raise ValueError(f"term {term.name}: the rows of a stack differ in options other than {ROW_OPTIONS}")
         return cls(term, shared, state, rows)
 
     def __call__(self, batch: TermBatch) -> torch.Tensor:
-        device = batch.cross_entropy.device
-        if any(v.device != device for v in self.row_options.values()):
-            self.row_options = {k: v.to(device) for k, v in self.row_options.items()}
         return self.term.penalty(replace(batch, state=self.state), **self.options, **self.row_options)
 
 

@@ -115,7 +115,7 @@ class TermHook(Hook):
 
     def keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.term.state = keep_rows(self.term.state, index)
-        self.term.row_options = {k: v[index.to(v.device)] for k, v in self.term.row_options.items()}
+        self.term.row_options = keep_rows(self.term.row_options, index)
 
     def state_dict(self) -> dict[str, Any]:
         return {"state": self.term.state, "row_options": self.term.row_options}

@@ -164,10 +164,9 @@ class _Training:
         in what rows may, ``optimizers.row_settings``), as ``make_opt`` builds it again when rows drop."""
         # the module behind the rows and whether they are stacked: what a per-layer optimiser (Muon) needs
         model, stacked = self.trainee.models()[0], self.trainee.stacked
-        lrs = [o.lr for o in optimizers]
-        row_lrs = (lambda: [lrs[i] for i in self.loop.active]) if len(set(lrs)) > 1 else (lambda: None)
-        self.make_opt = lambda params: self.configured(build_optimizer(params, optimizers[0], model=model,
-                                                                       stacked=stacked, row_lrs=row_lrs()))
+        lrs = [o.lr for o in optimizers]  # build_optimizer steps rows that all share the first's rate as one
+        self.make_opt = lambda params: self.configured(build_optimizer(
+            params, optimizers[0], model=model, stacked=stacked, row_lrs=[lrs[i] for i in self.loop.active]))
         self.opt = self.make_opt(self.trainee.optimizer_params())
         if start_state is not None:
             # a copy: load_state_dict keeps same-device tensors as they are, and the steps update them in place

@@ -41,8 +41,9 @@ def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers)
     its terms (each row with its own coefficient), probes, interventions and anchors, stacked over its
     rows, and the ``savers`` options of ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
     spec = specs[0]
+    device = next(starts[0].model.parameters()).device  # where the rows' weights, and so their terms, are
     terms = [BoundTerm.of_rows(TERMS[t.name], [s.terms[k].options for s in specs],
-                               stack_state([s.term_states[k] for s in starts]))
+                               stack_state([s.term_states[k] for s in starts]), device)
              for k, t in enumerate(spec.terms)]
     probes = [BoundProbe(PROBES[p.name], dict(p.options)) for p in spec.probes]
     anchors = {}

@@ -111,11 +111,12 @@ def _adam_step_per_entry(state, group: dict, params: list[Tensor]) -> None:
     for p in params:
         state[p]["step_bound"] += 1
     _update_moments(group, params, grads, exp_avgs, exp_avg_sqs)
+    segments = row_segments(lr, params)
     for p, m, v in zip(params, exp_avgs, exp_avg_sqs):
         correction1, correction2_sqrt = _bias_corrections(beta1, beta2, state[p]["step_bound"], p.device)
         t = state[p]["step"].long()
         denom = v.sqrt().div_(correction2_sqrt[t].to(v.dtype)).add_(eps)
-        for rows, row_lr in row_segments(lr, params):
+        for rows, row_lr in segments:
             [p_rows, m_rows, t_rows, denom_rows] = rows_of([p, m, t, denom], rows)
             step_size = (row_lr / correction1[t_rows] * -1).to(p.dtype)
             p_rows.add_(m_rows.mul(step_size).div_(denom_rows))
