@@ -37,6 +37,18 @@ JOB = textwrap.dedent("""
         raise RuntimeError("the job's own error")
     if what.startswith("exit"):
         sys.exit(int(what[4:]))
+    if what == "finish":  # what a job may leave for its process's end to do
+        import atexit, logging, logging.handlers, threading
+        atexit.register(lambda: open("exit_handler_ran", "w").close())
+        buffered = logging.handlers.MemoryHandler(capacity=100, target=logging.FileHandler("job.log"))
+        logger = logging.getLogger("job")
+        logger.addHandler(buffered)  # holds its records until logging shuts down
+        logger.warning("a record the job logged")
+        def late_work():  # still running after the script's end, when Python flushes its output
+            time.sleep(0.3)
+            open("thread_done", "w").close()
+            sys.stdout.write("output never flushed")
+        threading.Thread(target=late_work).start()
     if what == "wait":
         def on_term(signum, frame):
             open("got_sigterm", "w").close()
@@ -51,7 +63,10 @@ JOB = textwrap.dedent("""
 def server(tmp_path_factory):
     """A job server started by this test process, as `onstart` starts one in Snakemake's process."""
     log = tmp_path_factory.mktemp("server") / "job_server.log"
+    unbuffered = os.environ.pop("PYTHONUNBUFFERED", None)  # as on most machines: a job's output is buffered
     started = job_server.start(log)
+    if unbuffered is not None:
+        os.environ["PYTHONUNBUFFERED"] = unbuffered
     yield started, log
     started.stop()
     os.environ.pop(job_server.ENV_VAR, None)
@@ -96,6 +111,19 @@ def test_the_client_exits_with_the_status_of_its_job(server, tmp_path, what, cod
     assert proc.returncode == code
     assert where(tmp_path)["ppid"] == server[0].process.pid
     assert ("RuntimeError: the job's own error" in err) == (what == "fail")
+
+
+def test_a_job_that_succeeds_ends_after_its_threads_exit_handlers_log_records_and_output(server, tmp_path):
+    """A job that succeeded ends without the interpreter's teardown of the server's modules
+    (``job_server._exit_when_done``), but everything the job itself left for its end still happens."""
+    proc = job(tmp_path, "finish")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert where(tmp_path)["ppid"] == server[0].process.pid
+    assert (tmp_path / "thread_done").exists()  # its non-daemon thread finished first
+    assert (tmp_path / "exit_handler_ran").exists()  # its own exit handler ran
+    assert "a record the job logged" in (tmp_path / "job.log").read_text()  # logging shut down
+    assert out == "out: finish\noutput never flushed"  # its thread's buffered output flushed
 
 
 def test_a_signal_to_the_client_reaches_its_job(server, tmp_path):
