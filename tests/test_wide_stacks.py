@@ -1,6 +1,6 @@
 """Wide stacks: the arms of a comparison that differ only in their seed, init strategy, parent, learning
-rate and loss-term coefficients train side by side as rows of one stack, and each row ends with the bits
-its run gets alone. Which runs share a stack is a function of the plan; no stack holds a run beside its
+rate, loss-term coefficients and the options of their unit resets train side by side as rows of one
+stack, and each row ends with the bits its run gets alone. Which runs share a stack is a function of the plan; no stack holds a run beside its
 own ancestor."""
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import torch
 from test_registry_runs import STRATEGY_OPTIONS, TERM_OPTIONS
 from test_stacks import assert_same, data, job_inputs, raw, spec, splits_for  # noqa: F401 (fixtures)
 from warmstart.components.inits import STRATEGIES, Strategy
+from warmstart.components.interventions import INTERVENTIONS
 from warmstart.components.terms import TERMS
 from warmstart.core.io import load_torch
-from warmstart.core.spec import InitSpec, InterventionSpec, OptimizerSpec, StopSpec, TermSpec
+from warmstart.core.spec import InitSpec, InterventionSpec, ModelSpec, OptimizerSpec, StopSpec, TermSpec
 from warmstart.jobs.train_block import check_stackable, run_training, run_training_stacked
 from warmstart.jobs.train_runs import execute_block
 from warmstart.plan.job_blocks import block_stacks, plan_blocks, stack_key, stackable
@@ -221,12 +222,18 @@ def test_a_killed_stack_of_rows_with_their_own_rates_and_coefficients_resumes_to
                                                                                                  tmp_path):
     """Killed after its first row finished: the rows' rates and coefficients are saved and restored with
     the rows still training."""
-    from test_stacks import Killed, untimed
-    from warmstart.engine.checkpoint import Checkpointing
-
     rows = [with_settings(arm("warm", seed, parents), lr, (TermSpec("l2", {"coef": 1e-3 * k}),),
                           stop=StopSpec("converged", 0.7, 30))
             for seed, lr, k in zip((0, 1, 2), (0.03, 0.01, 0.003), (1, 3, 2))]
+    killed_after_the_first_row_and_resumed(data, rows, tmp_path)
+
+
+def killed_after_the_first_row_and_resumed(data, rows, tmp_path):
+    """Train the stack of ``rows`` whole, then killed one epoch after its first row finished and resumed;
+    assert the resumed rows end on the whole run's bits (epoch records, units reset, weights)."""
+    from test_stacks import Killed, untimed
+    from warmstart.engine.checkpoint import Checkpointing
+
     specs, states = [r for r, _ in rows], [p for _, p in rows]
     splits = splits_for(specs, data)
     whole = run_training_stacked(specs, data, splits, states, log=None)
@@ -241,8 +248,57 @@ def test_a_killed_stack_of_rows_with_their_own_rates_and_coefficients_resumes_to
         run_training_stacked(specs, data, splits, states, log=None, checkpointing=checkpointing, on_epoch=kill)
     resumed = run_training_stacked(specs, data, splits, states, log=None, checkpointing=checkpointing)
     for (m1, r1, _), (m2, r2, _) in zip(resumed, whole, strict=True):
-        assert untimed(r1.history) == untimed(r2.history)
+        assert untimed(r1.history) == untimed(r2.history) and r1.units_reset == r2.units_reset
         assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+# Per unit intervention, the options of three rows' sets (rows 0 and 2 share the first): they differ in
+# what they reset and how often they look
+ROW_INTERVENTION_OPTIONS = {
+    "redo": ({"tau": 0.5, "every": 5}, {"tau": 0.2, "every": 3}, {"tau": 0.5, "every": 4, "score_on": "since_last_call"}),
+    "cbp": ({"replacement_rate": 0.05, "maturity": 5}, {"replacement_rate": 0.02, "maturity": 10, "decay": 0.9},
+            {"replacement_rate": 0.05, "maturity": 5, "bias_compensation": "mean_activation"}),
+    "snr": ({"threshold_every": 5, "max_age": 64}, {"threshold_every": 7, "max_age": 32, "percentile": 0.9},
+            {"threshold_every": 5, "max_age": 48, "every": 2}),
+}
+UNIT_INTERVENTIONS = sorted(n for n in INTERVENTIONS if INTERVENTIONS[n].needs_for({}).units)
+
+
+def test_every_unit_intervention_is_given_options_per_row_by_these_tests():
+    assert sorted(ROW_INTERVENTION_OPTIONS) == UNIT_INTERVENTIONS
+
+
+def intervention_rows(name, **fields):
+    """Four rows of a ReLU MLP (whose units fall silent, as self-normalised resets need) with intervention
+    ``name``: rows 0 and 2 with its first options, rows 1 and 3 with the others; each with its own rate,
+    so the rows finish apart and leave the stack one by one."""
+    first, second, third = ROW_INTERVENTION_OPTIONS[name]
+    relu = ModelSpec("mlp", {"hidden": 32, "activation": "relu"})
+    return [(spec(seed, optimizer=OptimizerSpec("adam", lr=lr), interventions=(InterventionSpec(name, options),),
+                  **fields).replace(model=relu), None)
+            for seed, lr, options in zip((0, 1, 2, 0), ROW_LRS, (first, second, first, third))]
+
+
+@pytest.mark.parametrize("name", UNIT_INTERVENTIONS)
+def test_rows_with_their_own_unit_reset_options_train_in_one_stack_to_the_bits_they_get_alone(data, parents, name):
+    """The registry enumerated: every intervention that resets units, with three sets of options over four
+    rows (the first set on two rows apart); each set sees only its rows' statistics, keeps its own calls
+    and state, and resets only its rows, as each run alone. The rows finish at different epochs, so the
+    sets keep their rows as finished ones leave."""
+    rows = intervention_rows(name, keep_optimizer=True, stop=StopSpec("converged", 0.8, 30))
+    assert all(stackable(r) for r, _ in rows)
+    assert stacks_alone_and_together(data, rows) == [4]
+    specs, states = [r for r, _ in rows], [p for _, p in rows]
+    together = run_training_stacked(specs, data, splits_for(specs, data), states, log=None)
+    assert len({len(r.history) for _, r, _ in together}) > 1  # the rows left the stack apart
+    assert len({r.units_reset for _, r, _ in together}) > 1  # the sets reset differently
+
+
+def test_a_killed_stack_of_rows_with_their_own_reset_options_resumes_to_the_same_bits(data, tmp_path):
+    """Killed after its first row finished: each set of options is saved with its rows, calls and state,
+    and restored with the rows still training."""
+    killed_after_the_first_row_and_resumed(data, intervention_rows("cbp", stop=StopSpec("converged", 0.8, 30)),
+                                           tmp_path)
 
 
 def test_a_term_coefficient_per_row_is_the_product_each_row_computes_alone():
@@ -307,6 +363,28 @@ def test_rows_share_a_stack_across_learning_rates_and_term_coefficients_but_not_
     assert [(s.optimizer.lr, s.seed) for s in wide.specs] == sorted((s.optimizer.lr, s.seed) for s in sweep)
     with pytest.raises(ValueError, match="terms"):
         check_stackable([base[0], other_term[1]])
+
+
+def test_rows_share_a_stack_across_unit_reset_options_but_not_what_reaches_the_whole_stack():
+    redo = [spec(s, interventions=(InterventionSpec("redo", {"tau": tau, "every": every}),))
+            for s in range(3) for tau, every in ((0.1, 5), (0.5, 5), (0.5, 9))]
+    cbp = [spec(s, interventions=(InterventionSpec("cbp", {"replacement_rate": rate}),))
+           for s in range(3) for rate in (1e-3, 1e-2)]
+    # Adam's step count per entry or per tensor is the whole stack's optimiser: not a row's own
+    cbp_per_tensor = [spec(s, interventions=(InterventionSpec("cbp", {"adam_step": "per_tensor"}),)) for s in range(3)]
+    # moment_reset zeroes every row's moments at once: its options are the stack's
+    moments = [spec(s, interventions=(InterventionSpec("moment_reset", {"every": every}),))
+               for s in range(3) for every in (10, 20)]
+    none = [spec(s) for s in range(3)]
+    blocks = blocks_of(redo + cbp + cbp_per_tensor + moments + none)
+    members = sorted(sorted(s.name for s in b.specs) for b in blocks.values())
+    expected = [redo, cbp, cbp_per_tensor, [m for m in moments if m.interventions[0].options["every"] == 10],
+                [m for m in moments if m.interventions[0].options["every"] == 20], none]
+    assert members == sorted(sorted(s.name for s in group) for group in expected)
+    for block in blocks.values():
+        check_stackable(block.specs)
+    with pytest.raises(ValueError, match="interventions"):
+        check_stackable([cbp[0], cbp_per_tensor[1]])
 
 
 def test_no_stack_holds_a_run_beside_its_own_parent():

@@ -1,6 +1,6 @@
 # Training. A job trains one block (BLOCKS in the Snakefile): a single run (train_run), or stacks of runs
-# that differ only in seed (one block of `stack_seeds` seeds), init strategy, parent, learning rate and
-# loss-term coefficients (train_stack,
+# that differ only in seed (one block of `stack_seeds` seeds), init strategy, parent, learning rate,
+# loss-term coefficients and unit-reset options (train_stack,
 # warmstart.plan.job_blocks.stack_key). It reads its runs'
 # specs from the jobs file and leaves each run's files in a sub-directory of its own
 # (temporary) directory; publish_run then links them into results/runs/<run>/ (a shell command: a

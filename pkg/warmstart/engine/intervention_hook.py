@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -37,12 +38,16 @@ class Recorder:
         self.count = [0] * len(self.layers)
         self.samples = [0] * len(self.layers)
 
-    def add(self, k: int, pre: torch.Tensor, post: torch.Tensor, stacked: bool) -> None:
-        """``pre``, ``post``: the activation module's input and output, [S, B, ...] (stacked) or [B, ...]."""
+    def add(self, k: int, pre: torch.Tensor, post: torch.Tensor, stacked: bool,
+            index: torch.Tensor | None = None) -> None:
+        """``pre``, ``post``: the activation module's input and output, [S, B, ...] (stacked) or [B, ...];
+        ``index``: the rows recorded (None: all)."""
         def rows(h: torch.Tensor) -> torch.Tensor:  # [S, samples x positions, U]
             h = h.detach()
             if not stacked:
                 h = h.unsqueeze(0)
+            if index is not None:
+                h = h.index_select(0, index)
             if self.layers[k].channels_first and h.dim() > 3:
                 h = h.movedim(2, -1)
             return h.reshape(h.shape[0], -1, h.shape[-1])
@@ -83,19 +88,46 @@ class Recorder:
 
 @dataclass
 class BoundIntervention:
-    """A configured intervention of one run (or stack): its options, calls so far and ``[S, ...]`` state."""
+    """A configured intervention of one run (or stack): its options, calls so far and ``[S, ...]`` state.
+    ``rows``: the trainee rows it acts on, where the rows of a stack differ in its options (``of_rows``:
+    one per set of options, each with its own calls, state and statistics, so a row sees what it sees
+    alone); None: every row."""
 
     name: str
     options: dict[str, Any]
     calls: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    rows: list[int] | None = None
+
+    @classmethod
+    def of_rows(cls, name: str, options_per_row: Sequence[dict[str, Any]]) -> list["BoundIntervention"]:
+        """Intervention ``name`` of a stack whose row r has options ``options_per_row[r]``: one for every
+        row where they agree, else one per distinct options (in the order of their first row)."""
+        groups: dict[str, list[int]] = {}
+        for row, options in enumerate(options_per_row):
+            groups.setdefault(json.dumps(options, sort_keys=True), []).append(row)
+        if len(groups) == 1:
+            return [cls(name, dict(options_per_row[0]))]
+        return [cls(name, dict(options_per_row[rows[0]]), rows=rows) for rows in groups.values()]
 
     @property
     def every(self) -> int:
         return int(self.options.get("every", 1))
 
-    def keep(self, index: torch.Tensor) -> None:
+    def own(self, kept: list[int]) -> list[int]:
+        """Of the trainee rows ``kept`` (by their old positions), the positions in this one's rows of those
+        it acts on."""
+        return list(range(len(kept))) if self.rows is None else [i for i, r in enumerate(self.rows) if r in kept]
+
+    def keep(self, kept: list[int], index: torch.Tensor) -> torch.Tensor:
+        """Keep the trainee rows ``kept`` (``index``, as a tensor); returns the index of this one's rows
+        kept, to slice what else it holds per row."""
+        if self.rows is not None:
+            mine = self.own(kept)
+            index = torch.tensor(mine, dtype=torch.long, device=index.device)
+            self.rows = [kept.index(self.rows[i]) for i in mine]
         self.state = keep_rows(self.state, index)
+        return index
 
 
 class UnitResetter:
@@ -206,6 +238,8 @@ class Interventions(Hook):
         self.recorders = [Recorder(self.layers, needs) for needs in self.needs]
         self.resetter = UnitResetter(trainee, self.layers)
         self.resets = [0] * len(self.seeds)  # units reset per row, for metrics.json
+        self.device = next(iter(trainee.named_params().values())).device
+        self._index_rows()
         self._plan()
         trainee.set_recorder(self.record, set(self.by_activation) if any(n.stats for n in self.needs) else set())
 
@@ -222,38 +256,54 @@ class Interventions(Hook):
                 group["per_entry_step"] = True
         return opt
 
+    def _index_rows(self) -> None:
+        """Each intervention's rows as an index tensor (None: every row)."""
+        self.indices = [None if b.rows is None else torch.tensor(b.rows, dtype=torch.long, device=self.device)
+                        for b in self.bound]
+
     def _plan(self) -> None:
-        """The recorders that record the next step's batch."""
+        """The recorders that record the next step's batch (with the rows they record)."""
         step = self.steps + 1
-        self._active = [r for b, needs, r in zip(self.bound, self.needs, self.recorders)
-                        if needs.stats and (needs.window == "since_last_call" or step % b.every == 0)]
+        self._active = [(r, index) for b, needs, r, index in zip(self.bound, self.needs, self.recorders, self.indices)
+                        if needs.stats and b.rows != [] and (needs.window == "since_last_call" or step % b.every == 0)]
 
     def record(self, activation: str, pre: torch.Tensor, post: torch.Tensor) -> None:
         if not self._active:
             return
         k = self.by_activation[activation]
-        for recorder in self._active:
-            recorder.add(k, pre, post, self.trainee.stacked)
+        for recorder, index in self._active:
+            recorder.add(k, pre, post, self.trainee.stacked, index)
 
     def after_step(self, params: dict[str, torch.Tensor], optimizer, stats: StepStats) -> None:
         self.steps += 1
-        for b, recorder in zip(self.bound, self.recorders):
-            if self.steps % b.every:
+        for b, recorder, index in zip(self.bound, self.recorders, self.indices):
+            if self.steps % b.every or b.rows == []:
                 continue
-            layers = [recorder.stats(k, layer, functools.partial(self.resetter.outgoing, k))
+            layers = [recorder.stats(k, layer, functools.partial(self._outgoing, k, index))
                       for k, layer in enumerate(self.layers)]
             samples = recorder.samples[0] if recorder.samples else 0
+            # one of several sets of options sees only its rows: not the whole stack's weights and optimiser
+            whole = index is None
             call = InterventionCall(layers, b.state, self.steps, stats.batch_size,
-                                    functools.partial(self._reset, optimizer, f"{b.name}:{b.calls}"), samples,
-                                    params, optimizer)
+                                    functools.partial(self._reset, optimizer, f"{b.name}:{b.calls}", index), samples,
+                                    params if whole else {}, optimizer if whole else None)
             INTERVENTIONS[b.name].run(call, **b.options)
             b.calls += 1
             recorder.clear()
         self._plan()
 
-    def _reset(self, opt, tag: str, k: int, mask: torch.Tensor, **how) -> int:
+    def _outgoing(self, k: int, index: torch.Tensor | None) -> torch.Tensor:
+        outgoing = self.resetter.outgoing(k)
+        return outgoing if index is None else outgoing[index]
+
+    def _reset(self, opt, tag: str, index: torch.Tensor | None, k: int, mask: torch.Tensor, **how) -> int:
         if not bool(mask.any()):  # most calls reset nothing: one check, no per-row work
             return 0
+        if index is not None:  # the rows of one set of options: the same reset, in the stack's rows
+            mask = mask.new_zeros((len(self.seeds), mask.shape[1])).index_copy(0, index, mask)
+            shift = how.get("next_bias_shift")
+            if shift is not None:
+                how["next_bias_shift"] = shift.new_zeros((len(self.seeds), shift.shape[1])).index_copy(0, index, shift)
         for row, n in enumerate(mask.sum(1).tolist()):
             self.resets[row] += n
         return self.resetter.reset(k, mask, opt, self.seeds, tag, **how)
@@ -265,18 +315,20 @@ class Interventions(Hook):
         self.seeds = [self.seeds[r] for r in rows]
         self.resets = [self.resets[r] for r in rows]
         for b, recorder in zip(self.bound, self.recorders):
-            b.keep(index)
-            recorder.keep(index)
+            recorder.keep(b.keep(rows, index))
+        self._index_rows()
+        self._plan()
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "seeds": self.seeds, "resets": self.resets,
-                "bound": [{"calls": b.calls, "state": b.state} for b in self.bound],
+                "bound": [{"calls": b.calls, "state": b.state, "rows": b.rows} for b in self.bound],
                 "recorders": [r.state_dict() for r in self.recorders]}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.steps, self.seeds, self.resets = saved["steps"], list(saved["seeds"]), list(saved["resets"])
         for b, state in zip(self.bound, saved["bound"]):
-            b.calls, b.state = state["calls"], state["state"]
+            b.calls, b.state, b.rows = state["calls"], state["state"], state.get("rows", b.rows)
         for r, state in zip(self.recorders, saved["recorders"]):
             r.load_state_dict(state)
+        self._index_rows()
         self._plan()

@@ -1,6 +1,7 @@
 """Train a block of runs on already-loaded data: one run, or a stack of runs that differ only in their
-seed, init strategy, parent, learning rate and loss-term coefficients (``job_blocks.stack_key``: each
-row's start, rate and coefficients are its own, its training the same code for every row).
+seed, init strategy, parent, learning rate, loss-term coefficients and unit-reset options
+(``job_blocks.stack_key``: each row's start, rate, coefficients and reset options are its own, its
+training the same code for every row).
 
 Which engine trains a run is decided by what changes its numbers (``job_blocks.stackable``: model,
 optimiser, init strategy, terms), never by how many runs share the job: a stackable run trains on the
@@ -38,8 +39,9 @@ from warmstart.plan.spec_checks import check_names
 
 def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers) -> list[Hook]:
     """The hooks of a stack (rows of one ``stack_key``, so one list of terms, probes and interventions):
-    its terms (each row with its own coefficient), probes, interventions and anchors, stacked over its
-    rows, and the ``savers`` options of ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
+    its terms (each row with its own coefficient), probes, interventions (each set of a unit
+    intervention's options on its own rows) and anchors, stacked over its rows, and the ``savers`` options
+    of ``engine.loop.run_hooks`` (export_at, keep_optimizer)."""
     spec = specs[0]
     device = next(starts[0].model.parameters()).device  # where the rows' weights, and so their terms, are
     terms = [BoundTerm.of_rows(TERMS[t.name], [s.terms[k].options for s in specs],
@@ -49,7 +51,8 @@ def block_hooks(specs: Sequence[RunSpec], starts: Sequence[SeedStart], **savers)
     anchors = {}
     if starts[0].anchors:
         anchors = {a: stack_state([s.anchors[a] for s in starts]) for a in starts[0].anchors}
-    interventions = [BoundIntervention(i.name, dict(i.options)) for i in spec.interventions]
+    interventions = [bound for k, i in enumerate(spec.interventions)
+                     for bound in BoundIntervention.of_rows(i.name, [s.interventions[k].options for s in specs])]
     return run_hooks(terms=terms, probes=probes, anchors=anchors, interventions=interventions, **savers)
 
 

@@ -1,5 +1,5 @@
 """Grouping a plan's runs into training jobs (blocks): stackable runs that differ only in their seed,
-init strategy, parent, learning rate and loss-term coefficients (``stack_key``), in fixed blocks of
+init strategy, parent, learning rate, loss-term coefficients and unit-reset options (``stack_key``), in fixed blocks of
 seeds (``b * size .. b * size + size - 1``), train as one stack; every other run alone; and online
 streams that share a job. Blocks are a function of the plan alone, never of what is already on disk,
 and how runs are grouped changes no run's numbers (a row of a stack is computed independently of the
@@ -48,7 +48,7 @@ def stackable(spec: RunSpec) -> bool:
 def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[str, Block]:
     """The training jobs of ``plan``: stackable runs (``stackable``) with one ``stack_key`` whose seeds
     fall in the same block of ``stack_seeds`` consecutive seeds train as one stack, whatever their init
-    strategy, parent, learning rate and term coefficients (a wide stack: the arms of a comparison, the
+    strategy, parent, learning rate, term coefficients and unit-reset options (a wide stack: the arms of a comparison, the
     points of a sweep, side by side); with ``stack_seeds`` 1, a stack per seed. Every other run trains
     alone, in a block named after it. With ``stacks_per_job`` > 1, up to that many stacks whose runs
     start from the same parent stacks (or from none) share one job, one stack after the other: a job's
@@ -120,8 +120,9 @@ def block_stacks(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
 # What a row's start alone decides (``warmstart.jobs.seed_start``): a stack's rows may differ in these.
 PER_ROW_FIELDS = ("seed", "init", "parent", "parent_epoch")
 # ... and these settings, which training reads per row: an elementwise optimiser's learning rate
-# (``optimizers.row_settings``) and the loss terms' coefficients (``terms.ROW_OPTIONS``)
-PER_ROW_SETTINGS = ("optimizer.lr", *(f"terms.{option}" for option in ROW_OPTIONS))
+# (``optimizers.row_settings``), the loss terms' coefficients (``terms.ROW_OPTIONS``) and the options of
+# an intervention that resets units (``unit_intervention_shared``)
+PER_ROW_SETTINGS = ("optimizer.lr", *(f"terms.{option}" for option in ROW_OPTIONS), "interventions.options")
 
 
 def stack_shared(spec: RunSpec) -> dict:
@@ -134,14 +135,29 @@ def stack_shared(spec: RunSpec) -> dict:
     if "terms" in shared:  # a term's coefficient is each row's own, but whether the run sets it is not
         shared["terms"] = [{**t, "options": {k: "per row" if k in ROW_OPTIONS else v for k, v in t["options"].items()}}
                            for t in shared["terms"]]
+    if "interventions" in shared:
+        shared["interventions"] = [unit_intervention_shared(i) for i in shared["interventions"]]
     return shared
+
+
+def unit_intervention_shared(canonical: dict) -> dict:
+    """An intervention's canonical form as a stack's rows share it. One that resets units acts on each
+    row apart (``BoundIntervention.of_rows``: the rows of each set of options have their own calls, state
+    and statistics), so its options are each row's own but for what it asks of the whole stack's
+    optimiser (``Needs.per_entry_step``); one that acts on the weights or the optimiser directly
+    (``Needs.units`` false, e.g. ``moment_reset``) reaches every row at once, so its rows share them."""
+    needs = INTERVENTIONS[canonical["name"]].needs_for(canonical["options"])
+    if not needs.units:
+        return canonical
+    return {**canonical, "options": "per row", "per_entry_step": needs.per_entry_step}
 
 
 def stack_key(spec: RunSpec) -> str:
     """What the rows of one stack share (``stack_shared``): everything of the spec but a row's start
-    (its seed, init strategy and parent), its learning rate (elementwise optimisers) and its terms'
-    coefficients, all of which each row has its own; so training reads the rest the same way for every
-    row (model, data, batch size, optimiser, stop rule, which terms, interventions, engine, probes).
+    (its seed, init strategy and parent), its learning rate (elementwise optimisers), its terms'
+    coefficients and its unit interventions' options, all of which each row has its own; so training
+    reads the rest the same way for every row (model, data, batch size, optimiser, stop rule, which terms
+    and interventions, engine, probes).
     Also the part of the model the run trains (``Strategy.trains``); its generation (``generation``),
     so that no stack holds a run beside its own ancestor and no job waits for a job that waits for it;
     and, for a run with probes, the part of its training set its parent saw (the ``old`` and ``new``
