@@ -114,16 +114,11 @@ class BoundIntervention:
     def every(self) -> int:
         return int(self.options.get("every", 1))
 
-    def own(self, kept: list[int]) -> list[int]:
-        """Of the trainee rows ``kept`` (by their old positions), the positions in this one's rows of those
-        it acts on."""
-        return list(range(len(kept))) if self.rows is None else [i for i, r in enumerate(self.rows) if r in kept]
-
     def keep(self, kept: list[int], index: torch.Tensor) -> torch.Tensor:
-        """Keep the trainee rows ``kept`` (``index``, as a tensor); returns the index of this one's rows
-        kept, to slice what else it holds per row."""
+        """Keep the trainee rows ``kept`` (their old positions; ``index``, as a tensor); returns the index,
+        among this one's rows, of those kept, to slice what else it holds per row."""
         if self.rows is not None:
-            mine = self.own(kept)
+            mine = [i for i, row in enumerate(self.rows) if row in kept]
             index = torch.tensor(mine, dtype=torch.long, device=index.device)
             self.rows = [kept.index(self.rows[i]) for i in mine]
         self.state = keep_rows(self.state, index)
