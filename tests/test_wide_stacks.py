@@ -1,7 +1,7 @@
 """Wide stacks: the arms of a comparison that differ only in their seed, init strategy, parent, learning
 rate, loss-term coefficients and the options of their unit resets train side by side as rows of one
-stack, and each row ends with the bits its run gets alone. Which runs share a stack is a function of the plan; no stack holds a run beside its
-own ancestor."""
+stack, and each row ends with the bits its run gets alone. Which runs share a stack is a function of the
+plan; no stack holds a run beside its own ancestor."""
 from __future__ import annotations
 
 import dataclasses
@@ -255,7 +255,8 @@ def killed_after_the_first_row_and_resumed(data, rows, tmp_path):
 # Per unit intervention, the options of three rows' sets (rows 0 and 2 share the first): they differ in
 # what they reset and how often they look
 ROW_INTERVENTION_OPTIONS = {
-    "redo": ({"tau": 0.5, "every": 5}, {"tau": 0.2, "every": 3}, {"tau": 0.5, "every": 4, "score_on": "since_last_call"}),
+    "redo": ({"tau": 0.5, "every": 5}, {"tau": 0.2, "every": 3},
+             {"tau": 0.5, "every": 4, "score_on": "since_last_call"}),
     "cbp": ({"replacement_rate": 0.05, "maturity": 5}, {"replacement_rate": 0.02, "maturity": 10, "decay": 0.9},
             {"replacement_rate": 0.05, "maturity": 5, "bias_compensation": "mean_activation"}),
     "snr": ({"threshold_every": 5, "max_age": 64}, {"threshold_every": 7, "max_age": 32, "percentile": 0.9},

@@ -99,9 +99,8 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     except SystemExit as exit_:
-        if exit_.code in (None, 0):
-            succeeded.append(True)
-        raise
+        if exit_.code not in (None, 0):
+            raise
     succeeded.append(True)
     raise SystemExit(0)
 

@@ -146,8 +146,8 @@ def run_in_job_server() -> None:
     try:
         sock.connect(address)
         send(sock, {"executable": sys.executable, "pythonpath": os.environ.get("PYTHONPATH"),
-                     "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
-                     "umask": _umask()}, fds=[0, 1, 2])
+                    "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+                    "umask": _umask()}, fds=[0, 1, 2])
         reply = recv(sock)
     except OSError:
         reply = None
@@ -187,5 +187,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-

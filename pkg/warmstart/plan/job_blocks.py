@@ -1,9 +1,9 @@
 """Grouping a plan's runs into training jobs (blocks): stackable runs that differ only in their seed,
-init strategy, parent, learning rate, loss-term coefficients and unit-reset options (``stack_key``), in fixed blocks of
-seeds (``b * size .. b * size + size - 1``), train as one stack; every other run alone; and online
-streams that share a job. Blocks are a function of the plan alone, never of what is already on disk,
-and how runs are grouped changes no run's numbers (a row of a stack is computed independently of the
-others).
+init strategy, parent, learning rate, loss-term coefficients and unit-reset options (``stack_key``), in
+fixed blocks of seeds (``b * size .. b * size + size - 1``), train as one stack; every other run alone;
+and online streams that share a job. Blocks are a function of the plan alone, never of what is already
+on disk, and how runs are grouped changes no run's numbers (a row of a stack is computed independently
+of the others).
 """
 from __future__ import annotations
 
@@ -48,12 +48,12 @@ def stackable(spec: RunSpec) -> bool:
 def plan_blocks(plan: Plan, stack_seeds: int, stacks_per_job: int = 1) -> dict[str, Block]:
     """The training jobs of ``plan``: stackable runs (``stackable``) with one ``stack_key`` whose seeds
     fall in the same block of ``stack_seeds`` consecutive seeds train as one stack, whatever their init
-    strategy, parent, learning rate, term coefficients and unit-reset options (a wide stack: the arms of a comparison, the
-    points of a sweep, side by side); with ``stack_seeds`` 1, a stack per seed. Every other run trains
-    alone, in a block named after it. With ``stacks_per_job`` > 1, up to that many stacks whose runs
-    start from the same parent stacks (or from none) share one job, one stack after the other: a job's
-    start-up costs more than a small model's training. A pure function of the plan: the same blocks
-    before, during and after training. How runs are grouped changes no run's numbers
+    strategy, parent, learning rate, term coefficients and unit-reset options (a wide stack: the arms of a
+    comparison, the points of a sweep, side by side); with ``stack_seeds`` 1, a stack per seed. Every
+    other run trains alone, in a block named after it. With ``stacks_per_job`` > 1, up to that many
+    stacks whose runs start from the same parent stacks (or from none) share one job, one stack after the
+    other: a job's start-up costs more than a small model's training. A pure function of the plan: the
+    same blocks before, during and after training. How runs are grouped changes no run's numbers
     (``warmstart.jobs``; each stack trains on its own, and each row of it as it would alone)."""
     groups: dict[tuple, list[RunSpec]] = {}
     blocks: dict[str, Block] = {}
