@@ -101,8 +101,7 @@ def test_each_seed_of_a_stack_stops_at_its_own_first_epoch_at_the_threshold():
     modules = [linear(s) for s in range(3)]
     initial = [m[0].weight.detach().clone() for m in modules]
     stacked = fit(StackedModels(modules), OptimizerSpec("adam", lr=0.05), TrainData(x, y, train_idx, val_idx),
-                  [0, 1, 2], batch_size=50, stop=StopSpec("converged", 0.99, 15), log=None,
-                  evaluate_every_epoch=False)
+                  [0, 1, 2], batch_size=50, stop=StopSpec("converged", 0.99, 15), log=None)
     for together, single, module, start, own in zip(stacked, alone, modules, initial, alone_models):
         assert together.stopped_by == single.stopped_by and together.converged == single.converged
         assert accuracies(together) == pytest.approx(accuracies(single), abs=0.011)

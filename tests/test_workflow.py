@@ -262,6 +262,10 @@ def test_end_to_end_run_writes_parquet_tables_and_figures(finished_workdir):
     assert (last_epoch.sort_index() == summary.set_index("run_id")["epochs"].sort_index()).all()
     fig1 = pd.read_parquet(results / "fig1" / "epochs.parquet")
     assert (fig1.groupby("run_id")["epoch"].max() == 3).all()  # fixed-epoch rule
+    # learning curves: Figure 1's runs are evaluated after every epoch, Table 1's after their last only
+    assert fig1["val_acc"].notna().all() and fig1["val_loss"].notna().all() and fig1.columns.is_unique
+    last = epochs["epoch"] == epochs["run_id"].map(last_epoch)
+    assert epochs.loc[last, "val_acc"].notna().all() and epochs.loc[~last, "val_acc"].isna().all()
 
     table = pd.read_csv(figures / "table1.csv")
     assert set(table["init"]) == {"warm", "random"} and len(table) == 4

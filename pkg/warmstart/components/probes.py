@@ -1,7 +1,7 @@
 """Probes: per-epoch measurements of a run, written as extra columns of its ``epochs.parquet``.
 
 A probe is one registered function ``probe(ctx, **options) -> {column: Tensor[S]}``, called after each
-epoch (after the validation pass) with the weights as they are then. Like loss terms, probes are written
+epoch with the weights as they are then. Like loss terms, probes are written
 over a leading seed dimension, so single runs, stacked seeds and online rounds share them. A probe only
 measures: it runs in eval mode, changes no weight, buffer, optimiser state or random stream, and so is not
 part of a run's identity (adding one to a config re-trains the runs that need its columns, into the same
@@ -11,7 +11,12 @@ Subsets a probe may ask for (``ProbeContext.subsets``, each ``[S, k]`` indices i
   train  the run's training set;
   old    the part of it its parent trained on (a warm start's phase-1 data; an online round's earlier
          samples); absent for a run without a parent;
-  new    the rest of the training set (the data the parent never saw).
+  new    the rest of the training set (the data the parent never saw);
+  val    the run's validation set.
+
+The loop evaluates a run on its validation set after its last epoch only; the ``validation`` probe
+evaluates it after every epoch (the learning curves of Figures 1 and 7: a report that draws them asks for
+it, ``warmstart.reports.registry.Report.probes``), into the record's own ``val_loss`` and ``val_acc``.
 
 torch is imported inside the probes: planning reads this registry and must not pay torch's import.
 """
@@ -35,6 +40,8 @@ class ProbeContext:
     anchors: dict[str, dict[str, torch.Tensor]]  # "start" / "origin" -> name -> [S, ...]
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [S,B,..], y [S,B]) -> summed CE [S]
     eval_batch_size: int = 4096
+    # idx [S, k] -> each row's mean cross-entropy and accuracy [S] on its indices, as the loop evaluates
+    evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,11 @@ def init_distance(ctx: ProbeContext):
     a, b = now - now.mean(1, keepdim=True), then - then.mean(1, keepdim=True)
     corr = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
     return {"dist_to_start": (now - then).norm(dim=1), "corr_with_start": corr}
+
+
+@register_probe("validation")
+def validation(ctx: ProbeContext):
+    """The validation loss and accuracy after every epoch, computed as the loop computes them after the
+    last (``val_loss``, ``val_acc``: the record's own columns, filled in every epoch)."""
+    loss, acc = ctx.evaluate(ctx.subsets["val"])
+    return {"val_loss": loss, "val_acc": acc}

@@ -142,7 +142,7 @@ class Probes(Hook):
                 measured = probe(ctx)
                 self.columns.append(list(measured))
                 for column, values in measured.items():
-                    out[column] = values.detach().float().tolist()
+                    out[column] = values.detach().double().tolist()  # float64: a float32 value stays exact
         return out
 
     def seed_done(self, row: int, optimizer) -> dict[str, Any]:

@@ -16,6 +16,7 @@ so there is no per-step host synchronisation and no per-sample Python.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
@@ -77,7 +78,6 @@ class LoopSettings:
     stop: StopSpec
     resolved: ResolvedEngine = ResolvedEngine()
     eval_batch_size: int = 4096
-    evaluate_every_epoch: bool = True  # off: a seed is evaluated only after its last epoch (others NaN)
     log: Callable[[str], None] | None = print
     log_every_s: float = 10.0
     on_epoch: Callable[[int, dict[str, float]], None] | None = None  # (seed position, its epoch record)
@@ -201,17 +201,22 @@ class _Training:
         loss_sum, correct, recent = loss_sum.tolist(), correct.tolist(), recent.tolist()
         reached = [s.stop.reached(recent[row] / n_recent) for row in range(len(active))]
         done = [row for row in range(len(active)) if reached[row] or epoch + 1 == s.stop.max_epochs]
-        if s.evaluate_every_epoch or done:
-            val_loss, val_acc = evaluate_rows(self.trainee, x, y, self.subset.val_idx, s.eval_batch_size, s.resolved)
+        # a row's validation set is evaluated after its last epoch; after the others only when the run asks
+        # for learning curves (the ``validation`` probe: its columns fill the record's val_loss, val_acc)
+        final_val = [v.tolist() for v in self.evaluate(self.subset.val_idx)] if done else None
         measured = self.measure()
         for row, i in enumerate(active):
             loop.train_time[i] += epoch_time
-            shown = s.evaluate_every_epoch or row in done
-            record = epoch_record(epoch + 1, loss_sum[row], correct[row], n,
-                                  val_loss[row] if shown else float("nan"), val_acc[row] if shown else float("nan"),
-                                  epoch_time, n * (epoch + 1), {k: v[row] for k, v in measured.items()})
+            val = (final_val[0][row], final_val[1][row]) if row in done else (float("nan"), float("nan"))
+            record = epoch_record(epoch + 1, loss_sum[row], correct[row], n, *val, epoch_time, n * (epoch + 1),
+                                  {k: v[row] for k, v in measured.items()})
             self.record(row, i, record, reached[row], row in done)
         return done
+
+    def evaluate(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each active row's mean cross-entropy and accuracy [S] on its indices ``idx`` [S, k]."""
+        s = self.settings
+        return evaluate_rows(self.trainee, self.data.x, self.data.y, idx, s.eval_batch_size, s.resolved)
 
     def measure(self) -> dict[str, list[float]]:
         """Every measuring hook's columns (the probes') on the rows still training: [S] values each."""
@@ -220,9 +225,9 @@ class _Training:
             return {}
         s, data = self.settings, self.data
         ctx = ProbeContext(model=self.trainee, x=data.x, y=data.y, anchors={},
-                           subsets={"train": self.subset.train_idx, **self.subset.subsets},
+                           subsets={"train": self.subset.train_idx, "val": self.subset.val_idx, **self.subset.subsets},
                            objective=summed_cross_entropy(self.trainee, data.x, data.y, s.resolved),
-                           eval_batch_size=s.eval_batch_size)
+                           eval_batch_size=s.eval_batch_size, evaluate=self.evaluate)
         return {column: values for hook in measuring for column, values in hook.measure(ctx).items()}
 
     def record(self, row: int, i: int, record: dict[str, float], reached: bool, done: bool) -> None:
@@ -269,9 +274,11 @@ class _Training:
 
     def log_progress(self, epoch: int) -> None:
         loop = self.loop
+        def shown(record):  # validation only where it was measured (the last epoch, or every with curves)
+            val = "" if math.isnan(record["val_acc"]) else f" val_acc {record['val_acc']:.4f}"
+            return f"train_acc {record['train_acc']:.4f}{val}"
         self.settings.log(f"epoch {epoch + 1}/{self.settings.stop.max_epochs}: " + "  ".join(
-            f"train_acc {loop.histories[i][-1]['train_acc']:.4f} val_acc {loop.histories[i][-1]['val_acc']:.4f}"
-            for i in loop.active) + f"  train_time {max(loop.train_time):.1f}s")
+            shown(loop.histories[i][-1]) for i in loop.active) + f"  train_time {max(loop.train_time):.1f}s")
 
     def results(self) -> list[TrainResult]:
         loop = self.loop

@@ -58,9 +58,10 @@ def eval_mode(trainee):
 
 
 def evaluate_rows(trainee, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, batch_size: int = 4096,
-                  resolved: ResolvedEngine = ResolvedEngine()) -> tuple[list[float], list[float]]:
-    """Per-seed mean cross-entropy and accuracy, each seed on its own indices ``idx[s]``, in eval mode, in
-    large batches, one host sync."""
+                  resolved: ResolvedEngine = ResolvedEngine()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-seed mean cross-entropy and accuracy [S] (float64, on the device), each seed on its own indices
+    ``idx[s]``, in eval mode, in large batches. The means are taken in float64 from the float32 sums, so
+    the loop's evaluation and the ``validation`` probe give the same numbers to the bit."""
     s, n = idx.shape
     loss_sum = torch.zeros(s, device=x.device)
     correct = torch.zeros(s, device=x.device, dtype=torch.long)
@@ -72,7 +73,7 @@ def evaluate_rows(trainee, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, 
             loss_sum += per_seed_cross_entropy(logits, yb, "sum")
             correct += (logits.argmax(-1) == yb).sum(1)
     n = max(n, 1)
-    return [v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()]
+    return loss_sum.double() / n, correct.double() / n
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096,
@@ -80,4 +81,4 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Mean cross-entropy and accuracy of one model on (x, y)."""
     idx = torch.arange(len(x), device=x.device).unsqueeze(0)
     losses, accs = evaluate_rows(SingleModel(model, resolved), x, y, idx, batch_size, resolved)
-    return losses[0], accs[0]
+    return losses.item(), accs.item()

@@ -62,8 +62,10 @@ def collect(experiment: str, planned: list[PlannedRun], runs_dir: str | Path) ->
         }
         epochs = pd.read_parquet(run_dir / "epochs.parquet", columns=list(EPOCH_FIELDS))
         for probe in p.spec.probes:  # the experiment's own probes: what other experiments measure stays out
-            epochs = epochs.merge(pd.read_parquet(run_dir / probe_file(probe)), on="epoch", how="left",
-                                  validate="one_to_one")
+            table = pd.read_parquet(run_dir / probe_file(probe))
+            # a probe of the record's own columns (validation) filled them in epochs.parquet as it measured
+            table = table.drop(columns=[c for c in table.columns if c != "epoch" and c in epochs.columns])
+            epochs = epochs.merge(table, on="epoch", how="left", validate="one_to_one")
         probed = {c: epochs[c].iloc[-1] for c in probe_columns(epochs.columns)}  # after the last epoch
         rows.append({**identity, **{k: metrics[k] for k in SUMMARY_METRICS},
                      **{k: metrics.get(k, default) for k, default in LATER_METRICS.items()},

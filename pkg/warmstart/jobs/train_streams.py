@@ -146,7 +146,7 @@ def train_round(spec: StreamSpec, data: DeviceData, split: Split, pool: torch.Te
     if from_parent:
         td.subsets = {"old": previous_idx.unsqueeze(0), "new": pool[new].unsqueeze(0)}
     result = fit(SingleModel(start.model, resolved), r.optimizer, td, [round_seed(r.seed, index)],
-                 batch_size=r.batch_size, stop=r.stop, resolved=resolved, log=None, evaluate_every_epoch=False,
+                 batch_size=r.batch_size, stop=r.stop, resolved=resolved, log=None,
                  hooks=block_hooks([round_spec], [start],
                                    keep_optimizer="optimizer" in strategy.parent_files(spec.init.options)),
                  optimizer_state=start.ctx.optimizer_state)[0]

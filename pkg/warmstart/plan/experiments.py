@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from warmstart.core.errors import ConfigError
+from warmstart.core.spec import ProbeSpec
 from warmstart.plan import paper_kinds, remedies_kind  # noqa: F401  (they register the kinds)
 from warmstart.plan.config_labels import as_config_error
 from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS
@@ -32,6 +33,7 @@ def plan_experiments(config: Mapping[str, Any], only: list[str] | None = None) -
         if not set(report.tables) <= set(kind.tables):
             raise ConfigError(f"experiments.{name}.report: {exp.get('report')!r} reads the tables {list(report.tables)}, "
                               f"which a {kind.name!r} experiment does not write (it writes {list(kind.tables)})")
+        plan.drawn_probes[name] = (tuple(ProbeSpec(p, {}) for p in report.probes), report.probed_phases)
         kind.plan(plan, name, exp, config)
         plan.experiment_config[name] = dict(exp)
         if not set(report.tables) & set(plan.tables(name)):

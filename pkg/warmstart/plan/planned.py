@@ -11,7 +11,7 @@ from typing import Any
 
 from warmstart.components.splits import split_name
 from warmstart.core.errors import ConfigError
-from warmstart.core.spec import DatasetSpec, RunSpec, StreamSpec
+from warmstart.core.spec import DatasetSpec, ProbeSpec, RunSpec, StreamSpec
 from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS, RUN_TABLES, STREAM_TABLES
 
 
@@ -27,8 +27,16 @@ class Plan:
     streams: dict[str, StreamSpec] = field(default_factory=dict)  # stream name -> spec
     experiments: dict[str, list[PlannedRun]] = field(default_factory=dict)
     experiment_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # experiment -> the probes its report draws from and the phases whose runs they are measured in
+    drawn_probes: dict[str, tuple[tuple[ProbeSpec, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     def add(self, experiment: str, spec: "RunSpec | StreamSpec", **labels: Any):
+        """Plan ``spec`` for ``experiment`` with its ``labels`` (and the probes the experiment's report
+        draws from, in a run of the phases it draws them for); returns the spec as planned."""
+        drawn, phases = self.drawn_probes.get(experiment, ((), ()))
+        if isinstance(spec, RunSpec) and labels.get("phase") in phases:
+            named = {p.name for p in spec.probes}
+            spec = spec.replace(probes=spec.probes + tuple(p for p in drawn if p.name not in named))
         if isinstance(spec, StreamSpec):
             old = self.streams.get(spec.name)
             self.streams[spec.name] = spec if old is None else dataclasses.replace(

@@ -41,7 +41,7 @@ def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_title(title)
 
 
-@register_report("curves", "epochs", shows="learning curves through both phases (Figure 1)")
+@register_report("curves", "epochs", shows="learning curves through both phases (Figure 1)", probes=("validation",))
 def plot_learning_curves(epochs, pdf_path, title: str = "") -> None:
     """Figure 1: training and validation accuracy against epoch (left and right, one row per dataset x
     model x optimiser). An init that starts from the phase-1 model shows the phase-1 epochs (on the
@@ -223,7 +223,8 @@ def plot_gradients(epochs, pdf_path, title: str = "") -> None:
 
 # -- Figure 7: checkpoints -------------------------------------------------------------------------------
 
-@register_report("checkpoints", "epochs", shows="warm starts from later phase-1 checkpoints (Figure 7)")
+@register_report("checkpoints", "epochs", shows="warm starts from later phase-1 checkpoints (Figure 7)",
+                 probes=("validation",), probed_phases=(1,))  # phase 2: the final accuracy only
 def plot_checkpoints(epochs, pdf_path, title: str = "") -> None:
     """Figure 7: left, the validation accuracy along phase 1, its checkpoints marked and the epoch at
     which phase 1 converges (99% training accuracy) shown; right, the phase-2 accuracy of the model

@@ -61,6 +61,8 @@ class Report:
     draw: Callable  # (*frames, *output paths, title=...) -> None or a frame
     outputs: tuple[str, ...] = ("pdf",)  # file extensions it writes, figures/<experiment>.<ext>
     shows: str = ""  # what the figure or table shows, for the title of an experiment the paper does not name
+    probes: tuple[str, ...] = ()  # the probes it draws from (``validation``: learning curves), with their defaults,
+    probed_phases: tuple[int, ...] = (1, 2)  # measured in every run of these phases of its experiment
 
     def title(self, experiment: str) -> str:
         """The paper's figure or table and its question (``PAPER_TITLES``) for the experiment names the
@@ -82,8 +84,13 @@ def paper_label(experiment: str) -> str:
 REPORTS: Registry[Report] = Registry("report")
 
 
-def register_report(name: str, tables: str | tuple[str, ...], outputs: tuple[str, ...] = ("pdf",), *, shows: str):
+def register_report(name: str, tables: str | tuple[str, ...], outputs: tuple[str, ...] = ("pdf",), *, shows: str,
+                    probes: tuple[str, ...] = (), probed_phases: tuple[int, ...] = (1, 2)):
+    """Register ``fn`` as the report ``name``. ``probes``: registered probes, with their default options,
+    that the planner adds to the runs of ``probed_phases`` of an experiment with this report (``validation``
+    for learning curves: a run is otherwise evaluated after its last epoch only)."""
     def decorate(fn):
-        REPORTS.add(name, Report((tables,) if isinstance(tables, str) else tuple(tables), fn, outputs, shows))
+        REPORTS.add(name, Report((tables,) if isinstance(tables, str) else tuple(tables), fn, outputs, shows, probes,
+                                 probed_phases))
         return fn
     return decorate
