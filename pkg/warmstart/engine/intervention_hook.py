@@ -295,10 +295,11 @@ class Interventions(Hook):
         if not bool(mask.any()):  # most calls reset nothing: one check, no per-row work
             return 0
         if index is not None:  # the rows of one set of options: the same reset, in the stack's rows
-            mask = mask.new_zeros((len(self.seeds), mask.shape[1])).index_copy(0, index, mask)
-            shift = how.get("next_bias_shift")
-            if shift is not None:
-                how["next_bias_shift"] = shift.new_zeros((len(self.seeds), shift.shape[1])).index_copy(0, index, shift)
+            def in_stack(rows: torch.Tensor) -> torch.Tensor:
+                return rows.new_zeros((len(self.seeds), rows.shape[1])).index_copy(0, index, rows)
+            mask = in_stack(mask)
+            if how.get("next_bias_shift") is not None:
+                how["next_bias_shift"] = in_stack(how["next_bias_shift"])
         for row, n in enumerate(mask.sum(1).tolist()):
             self.resets[row] += n
         return self.resetter.reset(k, mask, opt, self.seeds, tag, **how)
