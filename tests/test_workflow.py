@@ -15,7 +15,7 @@ import yaml
 from warmstart.plan.config_check import check_config
 from warmstart.core.errors import ConfigError
 from warmstart.plan.experiments import plan_experiments
-from warmstart.plan.plan_files import RUN_FILES
+from warmstart.plan.plan_files import RUN_FILES, run_file_names
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -67,6 +67,17 @@ def training_jobs(out: str) -> set[str]:
     for rule, wildcard in (("train_run", "run"), ("train_stack", "stack"), ("train_stream", "stream")):
         jobs |= {f"{rule}:{name}" for name in re.findall(
             rf"^rule {rule}:\n(?:    .*\n)*?    wildcards: {wildcard}=(\S+)", out, flags=re.M)}
+    return jobs
+
+
+def publish_jobs(out: str) -> dict[str, list[str]]:
+    """Per run, the files its publish job writes (relative to its directory), from a dry run's output."""
+    jobs = {}
+    for m in re.finditer(r"^rule (publish_run\w*):\n((?:    .*\n)*)", out, flags=re.M):
+        run = re.search(r"wildcards: run=(\S+)", m.group(2)).group(1)
+        assert run not in jobs, f"two jobs publish {run}"
+        outputs = re.search(r"output: (.*)", m.group(2)).group(1).split(", ")
+        jobs[run] = [o.split(f"/runs/{run}/", 1)[1] for o in outputs]
     return jobs
 
 
@@ -170,7 +181,7 @@ def test_dry_run_of_the_paper_config_schedules_every_run_once(tmp_path):
     # (phase 1, warm, random); the rest (resnet18) are single jobs
     assert len(planned_stacks(out)) == 36 and int(counts["train_stack"]) == 36
     assert int(counts["train_run"]) == 333 - 36 * 5
-    assert int(counts["publish_run"]) == 333  # every run reaches results/runs/<run>/ the same way
+    assert len(publish_jobs(out)) == 333  # every run reaches results/runs/<run>/ the same way
     assert int(counts["train_stream"]) == 30
     assert int(counts["prepare_dataset"]) == 3
     assert int(counts["make_split"]) == 15  # 3 datasets x 5 seeds, shared by all models and optimisers
@@ -182,7 +193,9 @@ def test_dry_run_of_the_whole_paper_config_schedules_each_planned_run_once(tmp_p
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     plan = plan_experiments(config)
     assert planned_training_runs(tmp_path, config, out) == set(plan.runs)
-    assert int(counts["publish_run"]) == len(plan.runs) and int(counts["train_stream"]) == len(plan.streams)
+    assert int(counts["train_stream"]) == len(plan.streams)
+    # one job publishes all of a run's files, those its training job writes, the model last
+    assert publish_jobs(out) == {name: run_file_names(spec) for name, spec in plan.runs.items()}
 
 
 def test_adding_a_seed_plans_only_that_seeds_runs():

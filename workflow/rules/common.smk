@@ -8,7 +8,10 @@
 # reads its specs from those input files. Parsing the workflow writes nothing. Execution settings that do
 # not change results reach a job untracked: device and checkpoint_every_s read by the scripts from the config.
 import dataclasses
+import bisect
 import json
+import os
+import re
 from pathlib import Path
 
 from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS
@@ -21,6 +24,7 @@ from warmstart.plan.plan_files import (
     experiment_json,
     jobs_json,
     probe_file,
+    run_file_names,
     spec_json,
 )
 from warmstart.reports import REPORTS, caption, first_paragraph
@@ -33,8 +37,7 @@ ENV = "../envs/warmstart.yaml"
 # warmstart.jobs.gpu_slots); --resources gpu_slots=N says how many run at once. CPU jobs take none.
 _res = config["resources"]
 GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
-RUN_OUTPUTS = RUN_FILES  # warmstart.plan.plan_files: the one list of a run's files, model.pt last
-# publish_run, publish_optimizer, publish_checkpoint, publish_stream: give each output, in the order
+# The publish rules (publish_run...): give each output, in the order
 # declared (a run's model.pt last), the content of the file at the same place under the training job's
 # directory for this run (or stream): a hard link where the file system allows, else a copy, each through
 # a temporary name and one rename, so that an output never exists half-written.
@@ -53,9 +56,59 @@ PUBLISH = PUBLISH_TEMPLATE.format(kind="runs", unit="run")
 PUBLISH_STREAM = PUBLISH_TEMPLATE.format(kind="streams", unit="stream")
 
 
+# The runs of each set of files a run's directory has (plan_files.run_file_names, in the order written):
+# one publish rule each (workflow/rules/train.smk)
+PUBLISHED_FILE_SETS = {}
+for _spec in PLAN.runs.values():
+    PUBLISHED_FILE_SETS.setdefault(tuple(run_file_names(_spec)), []).append(_spec)
+
+
+def publish_rule_name(files):
+    """publish_run for a run's four files, publish_run_with_<extras> for more (e.g. with_init_distance,
+    with_optimizer, with_validation_epoch25_epoch50)."""
+    extras = [re.sub(r"\W", "_", Path(f).stem) for f in files if f not in RUN_FILES]
+    return "_".join(["publish_run", *(["with"] if extras else []), *extras])
+
+
+def names_pattern(names):
+    """A wildcard pattern matching exactly ``names``: a tree of their common prefixes, so that Snakemake
+    matches a path in the time of the name's length, not of the number of names."""
+    tree = {}
+    for name in names:
+        node = tree
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a name ends here
+
+    def pattern(node):
+        branches = [f"{re.escape(char)}{pattern(child)}" for char, child in sorted(node.items()) if char]
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        group = f"(?:{'|'.join(branches)})" if branches else ""
+        return f"{group}?" if branches and "" in node else group
+
+    return pattern(tree) if names else "(?!x)x"  # matches nothing when there is no name
+
+
+def published_runs_pattern(files):
+    """A wildcard pattern for the runs of one set of files (PUBLISHED_FILE_SETS) that matches no other
+    planned run: a run name ends in _<its hash>, and the pattern holds, per run, the shortest start of its
+    hash that no run of another set shares. Snakemake copies a rule's pattern into each of its outputs and
+    scans it whenever it names a job's files, so its length counts: the paper config's 1,005 runs with one
+    probe take 13 KB as whole names, 3 KB so."""
+    others = sorted(s.run_id for f, specs in PUBLISHED_FILE_SETS.items() if f != files for s in specs)
+    starts = []
+    for spec in PUBLISHED_FILE_SETS[files]:
+        i = bisect.bisect(others, spec.run_id)
+        neighbours = others[max(i - 1, 0):i + 1]
+        shared = max((len(os.path.commonprefix([spec.run_id, o])) for o in neighbours), default=0)
+        starts.append(spec.run_id[: shared + 1])
+    return f"[^/]+_{names_pattern(sorted(set(starts)))}[0-9a-f]*"
+
+
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
 wildcard_constraints:
-    experiment="|".join(PLAN.experiments),
+    experiment=names_pattern(list(PLAN.experiments)),
     run="[^/]+",
     stack="[^/]+",
     stream="[^/]+",
@@ -96,9 +149,8 @@ def block_dir(block):
 RUN_BLOCK = {spec.name: block for block in BLOCKS.values() for spec in block.specs}
 STREAM_BLOCK = {spec.name: name for name, specs in STREAM_BLOCKS.items() for spec in specs}
 # the stream's files come from train_stream (a job of its own) or publish_stream (from a job of several)
-_NOTHING = "(?!x)x"
-GROUPED_STREAMS = "|".join(STREAM_BLOCK) or _NOTHING
-ALONE_STREAMS = "|".join(n for n in PLAN.streams if n not in STREAM_BLOCK) or _NOTHING
+GROUPED_STREAMS = names_pattern(list(STREAM_BLOCK))
+ALONE_STREAMS = names_pattern([n for n in PLAN.streams if n not in STREAM_BLOCK])
 JOBS_FILE = f"{RESULTS}/plan/jobs.json"
 # experiment -> its plan file, and the file's name -> its content. The file is named by its content and
 # written by the plan_experiment job, so no other config's plan ever rewrites it. A summary must re-run
@@ -272,8 +324,9 @@ def stream_inputs(wildcards):
 
 
 def summary_inputs(wildcards):
-    # metrics.json stands for the run's files: publish_run makes them together (one input per run keeps
-    # the dry run of a large config fast); a probe the experiment measures has a table of its own
+    # metrics.json stands for the run's files, which one job publishes (one input per run keeps the dry run
+    # of a large config fast); a probe the experiment measures is named too: Snakemake re-runs a job for
+    # a missing output only where another job asks for it, so a probe added to a finished run trains it again
     inputs = [ancient(EXPERIMENT_PLANS[wildcards.experiment])]
     for p in PLAN.experiments[wildcards.experiment]:
         if not isinstance(p.spec, StreamSpec):
@@ -303,8 +356,7 @@ def report_input(wildcards):
 
 def experiments_where(keep):
     """A wildcard pattern matching the experiments for which ``keep(name)`` holds."""
-    names = [n for n in PLAN.experiments if keep(n)]
-    return "|".join(names) if names else "(?!x)x"  # matches nothing when none does
+    return names_pattern([n for n in PLAN.experiments if keep(n)])
 
 
 # -- targets -------------------------------------------------------------------------------------------
