@@ -74,13 +74,14 @@ rule all:
 
 # When jobs are about to run (never in a dry run): the jobs file and status.json are brought up to date
 # (workflow/rules/plan.smk), and on a local run the job server starts, so each rule script forks from one
-# process that imported torch and pandas once instead of importing them itself (config `job_server`).
+# process that imported torch and pandas (and the libraries of the config's models, e.g. torchvision) once
+# instead of importing them itself (config `job_server`).
 onstart:
     if Path(JOBS_FILE).exists():
         write_text_if_changed(JOBS_FILE, jobs_content())
     write_text_if_changed(STATUS_FILE, status_content())
     if config["job_server"] and not workflow.non_local_exec:
-        job_server.start(f"{RESULTS}/logs/job_server.log")
+        job_server.start(f"{RESULTS}/logs/job_server.log", preload=PLAN.model_libraries)
     else:
         job_server.forget_inherited()
 

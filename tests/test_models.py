@@ -6,6 +6,8 @@ mnist1d (40-long vectors).
 """
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -207,3 +209,9 @@ DEFAULT_COUNTS = {"vgg16": 14_724_042, "vit": 2_693_578}
 @pytest.mark.parametrize("arch", sorted(DEFAULT_COUNTS))
 def test_vgg16_and_vit_have_their_documented_parameter_counts_at_their_defaults(arch):
     assert count_parameters(build_model(ModelSpec(arch), (3, 32, 32), 10)) == DEFAULT_COUNTS[arch]
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_the_libraries_a_model_declares_for_the_job_server_are_importable_modules(arch):
+    for library in MODELS[arch].libraries:
+        assert importlib.util.find_spec(library) is not None, library

@@ -422,6 +422,15 @@ def test_file_datasets_and_user_models_run_the_batch_experiment_and_a_leaderboar
     assert set(table1["run_id"]) <= set(pd.read_parquet(results / "lb" / "summary.parquet")["run_id"])
 
 
+def test_the_job_server_imports_torchvision_once_for_the_torchvision_models_jobs(finished_user_study, monkeypatch):
+    workdir, config, _ = finished_user_study
+    monkeypatch.chdir(workdir)  # the config's paths are relative to it
+    assert plan(config).model_libraries == ("torchvision.models",)
+    assert plan(load_test_config("tiny")).model_libraries == ()  # nothing beyond job_forks.PRELOAD
+    server_log = (workdir / "results" / "logs" / "job_server.log").read_text()
+    assert re.search(r"imported .*torchvision\.models", server_log), server_log
+
+
 def test_the_user_models_train_stacked_where_stackable_and_alone_otherwise(finished_user_study):
     _, _, out = finished_user_study
     jobs = training_jobs(out)

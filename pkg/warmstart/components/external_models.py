@@ -172,7 +172,7 @@ def torchvision_model(input_shape, num_classes, name: str, **options) -> nn.Modu
     return model
 
 
-MODELS.add("torchvision", TorchvisionEntry(torchvision_model, stackable=False))
+MODELS.add("torchvision", TorchvisionEntry(torchvision_model, stackable=False, libraries=("torchvision.models",)))
 
 
 # -- the user's own model ------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ class ModelEntry:
     build: Callable[..., nn.Module]  # (input_shape, num_classes, **options) -> the model
     stackable: bool
     choices: Mapping[str, tuple] = field(default_factory=dict)  # option -> its allowed values
+    # third-party modules its models import, which a local run's job server imports once for all its
+    # jobs (warmstart.jobs.job_server.start) instead of each job again
+    libraries: tuple[str, ...] = ()
 
     def check(self, options: Mapping[str, Any], key: str) -> None:
         check_options(self.build, options, key, skip=2, choices=self.choices)

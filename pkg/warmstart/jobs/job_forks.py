@@ -148,9 +148,9 @@ def _watch_client(conn: socket.socket) -> None:
     threading.Thread(target=watch, name="job-server-client-watch", daemon=True).start()
 
 
-def _preload() -> str:
+def _preload(extra: tuple[str, ...] = ()) -> str:
     t0, loaded = time.perf_counter(), []
-    for name in PRELOAD:
+    for name in (*PRELOAD, *extra):
         try:
             __import__(name)
             loaded.append(name)
@@ -230,14 +230,15 @@ class _Serving:
                 pass
 
 
-def serve(socket_path: str, owner_pid: int, poll_s: float = 0.05) -> None:
-    """Listen on ``socket_path`` until ``owner_pid`` (Snakemake) is gone or SIGTERM; fork a child per job."""
+def serve(socket_path: str, owner_pid: int, preload: tuple[str, ...] = (), poll_s: float = 0.05) -> None:
+    """Listen on ``socket_path`` until ``owner_pid`` (Snakemake) is gone or SIGTERM; fork a child per job.
+    ``preload``: third-party libraries to import beside ``PRELOAD``, those the workflow's models need."""
     for sig in (signal.SIGINT, signal.SIGHUP):  # a Ctrl-C reaches the jobs through their clients, and
         signal.signal(sig, signal.SIG_IGN)      # the server ends when Snakemake does
     serving = _Serving(socket_path)  # listening before the imports: a job that comes early waits for them
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    print(f"job server {os.getpid()}: {socket_path}; {_preload()}", flush=True)
+    print(f"job server {os.getpid()}: {socket_path}; {_preload(preload)}", flush=True)
     selector = selectors.DefaultSelector()
     selector.register(serving.listener, selectors.EVENT_READ)
     while not stopping and os.getppid() == owner_pid:
@@ -249,4 +250,4 @@ def serve(socket_path: str, owner_pid: int, poll_s: float = 0.05) -> None:
 
 if __name__ == "__main__":
     sys.path.pop(0)  # this file's directory: its sibling modules are not top-level modules
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:]))

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from warmstart.jobs import job_forks
 from warmstart.jobs.job_forks import FORWARDED, IN_CHILD_VAR, recv, remove_socket, send
@@ -77,10 +78,12 @@ def forget_inherited() -> None:
     os.environ.pop(ENV_VAR, None)
 
 
-def start(log_path: str | os.PathLike) -> Server | None:
+def start(log_path: str | os.PathLike, preload: Sequence[str] = ()) -> Server | None:
     """Start a job server for the jobs this process (Snakemake) will start, and tell them where it is
     (``ENV_VAR`` in this process's environment, which local jobs inherit). None where the platform has
-    no fork or no ``/proc``. The server's own messages go to ``log_path`` (appended)."""
+    no fork or no ``/proc``. The server's own messages go to ``log_path`` (appended). ``preload``: more
+    third-party libraries for it to import once, beside ``job_forks.PRELOAD`` (the workflow's models'
+    ``ModelEntry.libraries``, e.g. torchvision's, about a second each job would import again)."""
     forget_inherited()
     if not hasattr(os, "fork") or not Path("/proc/self/stat").exists():
         return None
@@ -91,7 +94,7 @@ def start(log_path: str | os.PathLike) -> Server | None:
         # run as a file, not `-m warmstart...`: the server must not import the library (see the module doc).
         # In Snakemake's session and process group, as its jobs are: the kernel's scheduler shares the CPU
         # between sessions (autogroups), so jobs in a session of their own would take more than their share.
-        process = subprocess.Popen([sys.executable, job_forks.__file__, str(socket_path), str(os.getpid())],
+        process = subprocess.Popen([sys.executable, job_forks.__file__, str(socket_path), str(os.getpid()), *preload],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.environ[ENV_VAR] = f"{os.getpid()}:{socket_path}"
     _STARTED.append(Server(process, socket_path))

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmstart.components.models import MODELS
 from warmstart.components.splits import split_name
 from warmstart.core.errors import ConfigError
 from warmstart.core.spec import DatasetSpec, ProbeSpec, RunSpec, StreamSpec
@@ -67,6 +68,12 @@ class Plan:
     def splits(self) -> dict[str, tuple[DatasetSpec, int, float]]:
         """Split name -> (dataset, seed, validation fraction), for every split some job needs."""
         return {run_split_name(s): (s.dataset, s.seed, s.validation_fraction) for s in self._trained()}
+
+    @property
+    def model_libraries(self) -> tuple[str, ...]:
+        """The third-party libraries the planned models import (``ModelEntry.libraries``), for a job server
+        to import once."""
+        return tuple(sorted({lib for s in self._trained() for lib in MODELS[s.model.arch].libraries}))
 
 
 def merged(old: RunSpec | None, new: RunSpec) -> RunSpec:
