@@ -52,10 +52,10 @@ mutate: venv
 	$(BIN)/python tools/mutate.py --fresh --max-children $(MUTATE_CHILDREN)
 
 # What the paper's config would run, without running it
-dry-run: venv
+dry-run: venv bytecode
 	$(BIN)/snakemake -n --quiet rules
 
-lint: venv
+lint: venv bytecode
 	$(BIN)/snakemake --lint
 
 # Per experiment: finished, running, interrupted and missing runs, from the files (results/ and results/demo/)

@@ -41,9 +41,10 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, stackable: bool = False, choices: Mapping[str, tuple] | None = None):
+def register_model(name: str, stackable: bool = False, choices: Mapping[str, tuple] | None = None,
+                   libraries: tuple[str, ...] = ()):
     def decorate(fn):
-        MODELS.add(name, ModelEntry(fn, stackable, dict(choices or {})))
+        MODELS.add(name, ModelEntry(fn, stackable, dict(choices or {}), tuple(libraries)))
         return fn
     return decorate
 

@@ -14,9 +14,10 @@ What the child runs is the job's own script file (``sys.argv[0]``, the file Snak
 preamble), in the client's working directory, environment, ``sys.path``, umask and standard streams
 (passed over the socket), so the job reads and writes exactly what it would in its own process: a forked
 child computes the same bits (``tests/test_job_server.py`` compares whole runs). The server imports only
-third-party libraries (``job_forks.PRELOAD``), never warmstart, so a job uses the library of its own
-repository. The server's process is ``warmstart.jobs.job_forks``, run as a file; this module is the
-workflow's side (``start``, ``stop_all``) and the job's (``run_in_job_server``).
+third-party libraries (``job_forks.PRELOAD``, and those the config's models name, ``preload``), never
+warmstart, so a job uses the library of its own repository. The server's process is
+``warmstart.jobs.job_forks``, run as a file; this module is the workflow's side (``start``, ``stop_all``)
+and the job's (``run_in_job_server``).
 CUDA is never touched before the fork (forking after CUDA's initialisation is unsupported; the server
 runs no torch operation at all), so a job still pins its card itself (``warmstart.jobs.gpu_slots``).
 
