@@ -7,11 +7,12 @@
 # can make a finished run look out of date), written by the jobs of workflow/rules/plan.smk, and a job
 # reads its specs from those input files. Parsing the workflow writes nothing. Execution settings that do
 # not change results reach a job untracked: device and checkpoint_every_s read by the scripts from the config.
-import dataclasses
 import bisect
+import dataclasses
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS
@@ -37,23 +38,12 @@ ENV = "../envs/warmstart.yaml"
 # warmstart.jobs.gpu_slots); --resources gpu_slots=N says how many run at once. CPU jobs take none.
 _res = config["resources"]
 GPU_SLOTS_PER_JOB = 1 if _res["train_gpu"] > 0 and _res["gpus"] > 0 else 0
-# The publish rules (publish_run...): give each output, in the order
-# declared (a run's model.pt last), the content of the file at the same place under the training job's
-# directory for this run (or stream): a hard link where the file system allows, else a copy, each through
-# a temporary name and one rename, so that an output never exists half-written.
-PUBLISH_TEMPLATE = """
-set -euo pipefail
-exec > {{log:q}} 2>&1
-for target in {{output:q}}; do
-    relative="${{{{target#*/{kind}/{{wildcards.{unit}}}/}}}}"
-    tmp="$(dirname "$target")/.$(basename "$target").publish.$$"
-    ln -f {{input:q}}/{{wildcards.{unit}}}/"$relative" "$tmp" 2>/dev/null || cp -p {{input:q}}/{{wildcards.{unit}}}/"$relative" "$tmp"
-    mv -f "$tmp" "$target"
-    echo "published $target from {{input}}/{{wildcards.{unit}}}/$relative"
-done
-"""
-PUBLISH = PUBLISH_TEMPLATE.format(kind="runs", unit="run")
-PUBLISH_STREAM = PUBLISH_TEMPLATE.format(kind="streams", unit="stream")
+# The publish rules (publish_run..., publish_stream) link each output from the training job's directory
+# (workflow/scripts/publish.sh: a hard link or a copy, through a temporary name and one rename). A script
+# file, so that the command Snakemake formats and prints for each of the thousands of publish jobs is a line.
+PUBLISH_SCRIPT = shlex.quote(str(Path(workflow.basedir) / "workflow" / "scripts" / "publish.sh"))
+PUBLISH = f"bash {PUBLISH_SCRIPT} runs {{wildcards.run:q}} {{input:q}} {{output:q}} > {{log:q}} 2>&1"
+PUBLISH_STREAM = f"bash {PUBLISH_SCRIPT} streams {{wildcards.stream:q}} {{input:q}} {{output:q}} > {{log:q}} 2>&1"
 
 
 # The runs of each set of files a run's directory has (plan_files.run_file_names, in the order written):
