@@ -7,16 +7,15 @@
 # can make a finished run look out of date), written by the jobs of workflow/rules/plan.smk, and a job
 # reads its specs from those input files. Parsing the workflow writes nothing. Execution settings that do
 # not change results reach a job untracked: device and checkpoint_every_s read by the scripts from the config.
-import bisect
 import dataclasses
 import json
-import os
 import re
 import shlex
 from pathlib import Path
 
 from warmstart.plan.experiment_kinds import EXPERIMENT_KINDS
 from warmstart.plan.planned import run_split_name
+from warmstart.plan.wildcards import hash_starts_pattern, names_pattern
 from warmstart.components.inits import STRATEGIES
 from warmstart.core.io import write_text_if_changed
 from warmstart.plan.plan_files import (
@@ -60,40 +59,12 @@ def publish_rule_name(files):
     return "_".join(["publish_run", *(["with"] if extras else []), *extras])
 
 
-def names_pattern(names):
-    """A wildcard pattern matching exactly ``names``: a tree of their common prefixes, so that Snakemake
-    matches a path in the time of the name's length, not of the number of names."""
-    tree = {}
-    for name in names:
-        node = tree
-        for char in name:
-            node = node.setdefault(char, {})
-        node[""] = {}  # a name ends here
-
-    def pattern(node):
-        branches = [f"{re.escape(char)}{pattern(child)}" for char, child in sorted(node.items()) if char]
-        if len(branches) == 1 and "" not in node:
-            return branches[0]
-        group = f"(?:{'|'.join(branches)})" if branches else ""
-        return f"{group}?" if branches and "" in node else group
-
-    return pattern(tree) if names else "(?!x)x"  # matches nothing when there is no name
-
-
 def published_runs_pattern(files):
-    """A wildcard pattern for the runs of one set of files (PUBLISHED_FILE_SETS) that matches no other
-    planned run: a run name ends in _<its hash>, and the pattern holds, per run, the shortest start of its
-    hash that no run of another set shares. Snakemake copies a rule's pattern into each of its outputs and
-    scans it whenever it names a job's files, so its length counts: the paper config's 1,005 runs with one
-    probe take 13 KB as whole names, 3 KB so."""
-    others = sorted(s.run_id for f, specs in PUBLISHED_FILE_SETS.items() if f != files for s in specs)
-    starts = []
-    for spec in PUBLISHED_FILE_SETS[files]:
-        i = bisect.bisect(others, spec.run_id)
-        neighbours = others[max(i - 1, 0):i + 1]
-        shared = max((len(os.path.commonprefix([spec.run_id, o])) for o in neighbours), default=0)
-        starts.append(spec.run_id[: shared + 1])
-    return f"[^/]+_{names_pattern(sorted(set(starts)))}[0-9a-f]*"
+    """The wildcard pattern of the runs of one set of files (PUBLISHED_FILE_SETS): theirs, and no other
+    planned run's (warmstart.plan.wildcards: 3 KB for the paper config's 1,005 runs with one probe, against
+    13 KB for their names, which Snakemake scans whenever it names a job's files)."""
+    others = [s.run_id for f, specs in PUBLISHED_FILE_SETS.items() if f != files for s in specs]
+    return hash_starts_pattern([s.run_id for s in PUBLISHED_FILE_SETS[files]], others)
 
 
 # Without these, `results/runs/<run>/epochs.parquet` would also match `results/{experiment}/epochs.parquet`
