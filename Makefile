@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The library's and the rule scripts' bytecode, written ahead: where Python writes none itself
-# (PYTHONDONTWRITEBYTECODE), each of a run's processes compiled the library again (about a tenth of the
-# test suite's CPU time); compileall rewrites only what changed since.
+# (PYTHONDONTWRITEBYTECODE), each of a run's processes compiled the library again (5% of the test suite's
+# profiled CPU time, docs/testing.md); compileall rewrites only what changed since.
 bytecode: venv
 	@$(BIN)/python -m compileall -q -j 0 pkg workflow/scripts
 
