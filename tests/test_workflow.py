@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import snakemake_cli
 from warmstart.plan.config_check import check_config
 from warmstart.core.errors import ConfigError
 from warmstart.plan.experiments import plan_experiments
@@ -30,9 +31,10 @@ def load_test_config(name: str) -> dict:
 def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cfg = workdir / "config_under_test.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+    command, env = snakemake_cli.command()  # python -m snakemake, imported once per test process
+    cmd = [*command, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(cfg), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
